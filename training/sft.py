@@ -30,7 +30,7 @@ def sft(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: Path, com
         per_device_train_batch_size=tc.batch_size, max_length=tc.max_length, completion_only_loss=completion_only,
         warmup_steps=tc.warmup_ratio, weight_decay=tc.weight_decay, lr_scheduler_type="cosine",
         seed=tc.seed, data_seed=tc.seed, use_cpu=not cuda, bf16=cuda, report_to=[], save_strategy="no",
-        logging_steps=25, logging_first_step=True, dataloader_num_workers=0, dataset_num_proc=None,
+        gradient_checkpointing=tc.gradient_checkpointing, logging_steps=25, logging_first_step=True, dataloader_num_workers=0, dataset_num_proc=None,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=as_chat(rows), processing_class=tokenizer)
     result = trainer.train()
