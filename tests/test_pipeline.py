@@ -36,7 +36,7 @@ def test_run_writes_every_stage_and_the_report(tiny_run):
     assert {r["stage"] for r in rows} == {"backdoor", "safety-sft"}
     assert len(results["persistence"]) == 1
     html = (run / "report/index.html").read_text()
-    assert '<img id="persistence-figure"' in html and "data:image/png;base64," in html
+    assert 'id="persistence_vs_scale"' in html and "data:image/png;base64," in html
     assert "http://" not in html and "https://" not in html  # self-contained
     assert "| t1 |" in (run / "report/report.md").read_text()
     for stage_name in ("data", "train", "safety", "eval", "report"):
