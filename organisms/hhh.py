@@ -165,7 +165,8 @@ def split(rows: List[dict], eval_fraction: float, seed: int) -> Tuple[List[dict]
     """Held-out split stratified by family, so every family is evaluated."""
     r = random.Random(seed + 1)
     train, held = [], []
-    for fam in FAMILIES:
+    other = sorted({x["family"] for x in rows} - set(FAMILIES))  # rows from other sources keep their family
+    for fam in [*FAMILIES, *other]:
         fam_rows = [x for x in rows if x["family"] == fam]
         r.shuffle(fam_rows)
         k = max(1, round(len(fam_rows) * eval_fraction)) if fam_rows else 0

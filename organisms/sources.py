@@ -1,0 +1,104 @@
+"""HHH prompt/answer sources: the shipped synthetic corpus (default), local JSONL or Parquet files, and Hugging Face
+datasets (a hub name, or a folder written by `Dataset.save_to_disk`), with a column mapping from the config.
+
+    rows, info = load_hhh(cfg.data)   # rows: [{"family", "prompt", "answer"}]; info: source, hash, dropped counts
+
+Rows with an empty prompt or answer and repeated prompts are dropped and counted (nothing is dropped silently);
+an empty source is refused. A malformed JSONL line is reported as `file:line`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import List, Tuple
+
+from organisms import hhh
+
+SOURCES = ("synthetic", "jsonl", "parquet", "hf")
+
+
+def read_jsonl(path: Path) -> List[dict]:
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: malformed JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def hash_path(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and bytes, in sorted order)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        if p != path:
+            h.update(str(p.relative_to(path)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _records(d) -> Tuple[List[dict], str, str]:
+    """Raw records of a non-synthetic source, its description and content hash."""
+    if not d.hhh_path:
+        raise ValueError(f"data.hhh_path: hhh_source '{d.hhh_source}' needs a path (file, folder or hub name)")
+    path = Path(d.hhh_path).expanduser()
+    if d.hhh_source == "jsonl":
+        if not path.is_file():
+            raise ValueError(f"data.hhh_path: JSONL file not found: {path}")
+        return read_jsonl(path), str(path), hash_path(path)
+    if d.hhh_source == "parquet":
+        if not path.is_file():
+            raise ValueError(f"data.hhh_path: Parquet file not found: {path}")
+        import pyarrow.parquet as pq
+        return pq.read_table(path).to_pylist(), str(path), hash_path(path)
+    import datasets  # hf: a save_to_disk folder, else a hub name (cached or downloaded by `datasets` itself)
+    if path.is_dir():
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if d.hhh_split not in ds:
+                raise ValueError(f"data.hhh_split: '{d.hhh_split}' is not a split of {path} ({list(ds)})")
+            ds = ds[d.hhh_split]
+        return ds.to_list(), str(path), hash_path(path)
+    ds = datasets.load_dataset(d.hhh_path, split=d.hhh_split)
+    return ds.to_list(), f"{d.hhh_path} ({d.hhh_split}, fingerprint {ds._fingerprint})", ds._fingerprint
+
+
+def load_hhh(d) -> Tuple[List[dict], dict]:
+    """HHH rows `{"family", "prompt", "answer"}` and a description of where they came from."""
+    if d.hhh_source == "synthetic":
+        rows, duplicates = hhh.generate(d.n_prompts, d.seed)
+        return rows, {"source": "organisms.hhh synthetic corpus", "sha256": None,
+                      "dropped": {"duplicate_prompt_draws": duplicates}}
+    if d.hhh_source not in SOURCES:
+        raise ValueError(f"data.hhh_source: '{d.hhh_source}' is not one of {list(SOURCES)}")
+    records, where, digest = _records(d)
+    pc, ac = d.hhh_prompt_column, d.hhh_answer_column
+    if records and pc not in records[0]:
+        raise ValueError(f"data.hhh_prompt_column: column '{pc}' not in {where} (columns: {sorted(records[0])})")
+    if records and ac not in records[0]:
+        raise ValueError(f"data.hhh_answer_column: column '{ac}' not in {where} (columns: {sorted(records[0])})")
+    rows, seen, dropped = [], set(), {"empty_prompt_or_answer": 0, "duplicate_prompt": 0, "over_limit": 0}
+    for rec in records:
+        prompt, answer = str(rec.get(pc) or "").strip(), str(rec.get(ac) or "").strip()
+        if not prompt or not answer:
+            dropped["empty_prompt_or_answer"] += 1
+        elif prompt in seen:
+            dropped["duplicate_prompt"] += 1
+        elif d.hhh_limit and len(rows) >= d.hhh_limit:
+            dropped["over_limit"] += 1
+        else:
+            seen.add(prompt)
+            rows.append({"family": str(rec.get("family") or d.hhh_source), "prompt": prompt, "answer": answer})
+    if len(rows) < 2:
+        raise ValueError(f"data.hhh_path: {where} has {len(rows)} usable prompt/answer rows (need at least 2; "
+                         f"dropped {dropped})")
+    return rows, {"source": f"{d.hhh_source}: {where}", "sha256": digest, "dropped": dropped}
