@@ -52,8 +52,8 @@ def test_probe_finds_a_planted_direction_and_not_an_absent_one():
     d, n = 32, 60
     v = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
     noise = lambda k: torch.randn(1, k, d, generator=g)  # noqa: E731
-    yes, no = noise(8) + 2 * v, noise(8)
-    planted = torch.cat([noise(n) + 1.5 * v, noise(n)], dim=1)
+    yes, no = noise(32) + 4 * v, noise(32)
+    planted = torch.cat([noise(n) + 3 * v, noise(n)], dim=1)
     absent = torch.cat([noise(n), noise(n)], dim=1)
     labels = [1] * n + [0] * n
     assert probe_layers(yes, no, planted, labels, n_random=5, seed=0)[0]["auroc"] >= 0.95
