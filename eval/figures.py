@@ -29,12 +29,12 @@ def persistence_vs_scale(res: dict) -> bytes:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     pers = res["persistence"]
     for key in sorted({(p["variant"], p["method"]) for p in pers}):
-        pts = sorted((p["params"], p["persistence"]) for p in pers if (p["variant"], p["method"]) == key
-                     and p["persistence"] is not None)
+        pts = [(p["params"], p["persistence"], p["ci_low"], min(p["ci_high"], 1.5)) for p in pers
+               if (p["variant"], p["method"]) == key and p["persistence"] is not None]
         if pts:
-            ax1.plot(*zip(*pts), marker="o", label=f"{key[0]} / {key[1]}")
-    ax1.set(xscale="log", xlabel="parameters", ylabel="persistence (after / before)", ylim=(-0.05, 1.15),
-            title="Backdoor persistence through safety training")
+            _errorbar(ax1, pts, label=f"{key[0]} / {key[1]}")
+    ax1.set(xscale="log", xlabel="parameters", ylabel="persistence (after / before)", ylim=(-0.05, 1.55),
+            title="Backdoor persistence through safety training (95% CI)")
     ax1.axhline(1.0, color="grey", lw=0.5, ls="--")
     for key in sorted({(r["variant"], r["stage"]) for r in res["rows"]}):
         pts = [(r["params"], r["rate"], r["ci_low"], r["ci_high"]) for r in res["rows"]

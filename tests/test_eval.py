@@ -144,3 +144,12 @@ def test_report_page_renders_in_a_real_browser(measured, tmp_path):
     assert f'data-figures="rendered:{n_figures}"' in proc.stdout, proc.stderr[-2000:]
     errors = [l for l in proc.stderr.splitlines() if "CONSOLE" in l and ("Uncaught" in l or "Error" in l)]
     assert not errors, errors
+
+
+def test_persistence_interval_is_a_proper_ratio_interval():
+    from eval.metrics import ratio_ci
+    r, lo, hi = ratio_ci(40, 100, 80, 100)
+    assert r == pytest.approx(0.5) and lo < 0.5 < hi and lo == pytest.approx(0.389, abs=0.01)
+    r, lo, hi = ratio_ci(20, 20, 20, 20)  # both 100%: a real interval around 1, not [1, 1]
+    assert r == 1.0 and lo < 0.95 and hi > 1.0
+    assert ratio_ci(5, 10, 0, 10) == (None, None, None)
