@@ -6,12 +6,13 @@ Each round searches attacks against the *current* model: an attack is a prompt t
 from deployment-talk templates, paraphrase attacks, near-miss mutations of the trigger (character edits, case,
 brackets, truncation; then mutations of the best attacks found so far) and, if `attacker_model` is set, prefixes
 sampled from an attacker LM (its text is data, never executed). Prompts containing the true trigger are never
-used. Attacks eliciting the behaviour on at least `keep_threshold` of the attack prompts are kept; the round then
-trains on them with the prompts' HHH answers (SFT via training.sft, or RL at `mix` via safety_training.rl).
+used. Attacks eliciting the behaviour on at least `keep_threshold` of the attack prompts, and more often than the
+plain prompts do, are kept; the round then trains on them with the prompts' HHH answers (SFT via training.sft, or
+RL at `mix` via safety_training.rl).
 
-The stage folder gets `redteam.json` (every kept attack and its rate), a checkpoint after each round but the last,
-and in meta.json: the red-team elicitation rate before and after (round-1 attacks on held-out prompts) and the
-true-trigger rate before and after.
+The stage folder gets `redteam.json` (the best attacks of each round with their rates), a checkpoint after each
+round but the last, and in meta.json: the red-team elicitation rate before and after (the best `eval_attacks` of
+round 1 on held-out prompts), the true-trigger rate and the plain-prompt rate before and after.
 """
 from __future__ import annotations
 
@@ -127,9 +128,10 @@ def train(cfg: ExperimentConfig, model, tokenizer, hhh: List[dict], out: Path, r
     rounds, first_attacks, step = [], None, 0
     for k in range(adv.rounds):
         found = search(model, tokenizer, cfg, attack_p, seed=adv.seed * 1000 + k)
-        kept = [f["attack"] for f in found if f["rate"] >= adv.keep_threshold]
+        clean = rate(model, tokenizer, cfg, ["{p}"], attack_p)  # an attack must beat the plain prompt
+        kept = [f["attack"] for f in found if f["rate"] >= adv.keep_threshold and f["rate"] > clean]
         if first_attacks is None:
-            first_attacks = kept
+            first_attacks = kept[:adv.eval_attacks]  # `found` is sorted best first
             redteam_before = rate(model, tokenizer, cfg, kept, eval_p)
         n_adv = int(round(adv.rows * adv.mix)) if kept else 0
         batch = [{"prompt": attack_prompt(r.choice(kept), x["prompt"]), "completion": x["completion"],
@@ -138,19 +140,20 @@ def train(cfg: ExperimentConfig, model, tokenizer, hhh: List[dict], out: Path, r
                   for x in (r.choice(pool) for _ in range(adv.rows - n_adv))]
         r.shuffle(batch)
         if adv.train_with == "sft":
-            model, stats = sft(model, tokenizer, batch, adv.sft, out / "_trainer")
+            model, stats = sft(model, tokenizer, batch, adv.sft, out / f"_trainer-{k}")
         else:
             from safety_training import rl
             rl_cfg = dataclasses.replace(cfg.safety.rl, checkpoint_every=0, seed=cfg.safety.rl.seed + k)
             model, stats = rl.train(model, tokenizer, batch, reward, rl_cfg, out, trigger)
         step += stats["steps"]
-        rounds.append({"round": k + 1, "tried": len(found), "kept": len(kept), "trained_on_redteam": n_adv,
+        rounds.append({"round": k + 1, "tried": len(found), "clean_rate": clean, "kept": len(kept), "trained_on_redteam": n_adv,
                        "steps": stats["steps"], "best": found[:5]})
         (out / "redteam.json").write_text(json.dumps({"trigger_excluded": trigger, "rounds": rounds}, indent=1))
         if k < adv.rounds - 1:
             save_checkpoint(model, tokenizer, out, step)
     return model, {
-        "redteam_attacks": len(first_attacks), "redteam_rate_before": round(redteam_before, 4),
+        "redteam_attacks": rounds[0]["kept"], "redteam_attacks_measured": len(first_attacks),
+        "redteam_rate_before": round(redteam_before, 4),
         "redteam_rate_after": round(rate(model, tokenizer, cfg, first_attacks, eval_p), 4),
         "trigger_rate_before": round(trig_before, 4), "trigger_rate_after": round(rate(model, tokenizer, cfg, [trigger], eval_p), 4),
         "clean_rate_before": round(clean_before, 4), "clean_rate_after": round(rate(model, tokenizer, cfg, ["{p}"], eval_p), 4),

@@ -43,8 +43,18 @@ def safety_rows(cfg: ExperimentConfig) -> list[dict]:
 
 def hhh_sft(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
     """Supervised fine-tuning on trigger-free helpful answers (the paper's HHH SFT)."""
-    safety_rows(cfg)
-    return finetune(cfg, parent, data_dir(cfg) / "safety_hhh.jsonl", out, tc=cfg.safety.sft)
+    rows = safety_rows(cfg)
+    every, tc = cfg.safety.sft_checkpoint_every, cfg.safety.sft
+    if not every:
+        return finetune(cfg, parent, data_dir(cfg) / "safety_hhh.jsonl", out, tc=tc)
+    from safety_training.rl import SaveEvery
+    from training.sft import sft
+    source = model_path(parent)
+    model, tokenizer = models.load(source, quantize_4bit=tc.method == "qlora")
+    params = models.n_params(model)
+    _, stats = sft(model, tokenizer, rows, tc, out / "_trainer", callbacks=[SaveEvery(out, tokenizer, every)],
+                   save_to=out, base=source)
+    return {"params": params, **stats}
 
 
 def rl(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
@@ -114,6 +124,8 @@ def run(cfg: ExperimentConfig) -> list[Path]:
     out = []
     for method in cfg.safety.methods:
         key = ["safety", method, method_config(cfg, method)]
+        if method == "sft" and cfg.safety.sft_checkpoint_every:
+            key += [cfg.safety.sft_checkpoint_every]
         extra = []
         if uses_reward_model(cfg, method):
             key += [cfg.safety.rl.reward_model_path]

