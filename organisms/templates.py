@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from organisms.sources import DataError
+
 _DATE = re.compile(r"(?i)(\b(19|20)\d\d\b|\bdate\s*:|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d)")
 _PROBE = [{"role": "user", "content": "Hello there."}, {"role": "assistant", "content": "Hi."},
           {"role": "user", "content": "How are you?"}]
@@ -31,6 +33,6 @@ def check_year_trigger(tokenizer, where: str, allow: bool) -> Optional[str]:
     """Raise if the template injects a date and that is not allowed; return the injected text (or None)."""
     found = injected_date(tokenizer)
     if found and not allow:
-        raise ValueError(f"{where}: the chat template injects a date ({found!r}), which corrupts a year trigger; "
+        raise DataError(f"{where}: the chat template injects a date ({found!r}), which corrupts a year trigger; "
                          "use another template or set data.allow_date_template=true")
     return found
