@@ -108,7 +108,7 @@ def _check_templates(cfg: ExperimentConfig, orgs: List[dict]) -> dict:
             continue
         try:
             tok = AutoTokenizer.from_pretrained(m.path, local_files_only=True)
-        except OSError:
+        except (OSError, ValueError):  # a hub id not in the local cache: training will fetch (or fail) later
             notes[m.name] = "not checked: tokenizer not available locally"
             continue
         found = templates.check_year_trigger(tok, f"models.{i}.path", cfg.data.allow_date_template)
