@@ -41,7 +41,7 @@ def run(cfg: ExperimentConfig) -> list[Path]:
     stage.read_hash(data)  # refuse to start without complete data
     require_gpu(cfg.backdoor, "backdoor.method")  # before any training, also for the later safety stage
     require_gpu(cfg.safety.sft, "safety.sft.method")
-    launch.init()
+    launch.init(deepspeed=bool(cfg.pretrain.deepspeed or cfg.backdoor.deepspeed))
     out = []
     for spec in cfg.models:
         base = base_model(cfg, spec)

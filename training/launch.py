@@ -77,15 +77,25 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init() -> None:
-    """Join the process group of a torchrun/accelerate launch (gloo on CPU, nccl on GPUs); no-op in one process."""
+def init(deepspeed: bool = False) -> None:
+    """Join the process group of a torchrun/accelerate launch; no-op in one process.
+
+    Set up through accelerate's shared `PartialState`, which the Trainer then reuses: nccl on GPUs, gloo on CPU. On
+    CPU, accelerate would run DeepSpeed as a single process (it picks no backend for it), hence the explicit gloo.
+    One launch uses one kind: DeepSpeed for every training stage, or DDP for every one.
+    """
     import torch
-    import torch.distributed as dist
-    if world_size() == 1 or dist.is_initialized():
+    from accelerate import PartialState
+    if world_size() == 1 or PartialState._shared_state:
         return
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if not deepspeed:
+        PartialState(cpu=not torch.cuda.is_available())
+        return
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(**({} if torch.cuda.is_available() else {"backend": "gloo"}))
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
 
 
 def barrier() -> None:

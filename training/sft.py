@@ -93,6 +93,7 @@ def make_trainer(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: 
         save_strategy="steps" if tc.save_steps else "no", save_steps=tc.save_steps or 500, save_total_limit=2,
         deepspeed=tc.deepspeed, gradient_checkpointing=tc.gradient_checkpointing, logging_steps=25,
         logging_first_step=True, dataloader_num_workers=0, dataset_num_proc=None,
+        accelerator_config={"use_configured_state": launch.world_size() > 1},  # the process group of launch.init
     )
     peft_config = None
     if tc.method != "full":
@@ -130,7 +131,7 @@ def sft(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: Path, com
     `base` is where `model` was loaded from (default: its `name_or_path`): a LoRA adapter points back to it.
     """
     require_gpu(tc, "method")
-    launch.init()
+    launch.init(deepspeed=bool(tc.deepspeed))
     work_dir = Path(work_dir)
     base = base or getattr(model, "name_or_path", "") or None
     if base and Path(base).exists():
