@@ -22,7 +22,8 @@ def _png(fig) -> bytes:
 
 def _errorbar(ax, pts, **kw):
     x, y, lo, hi = zip(*sorted(pts))
-    ax.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]], marker="o", capsize=3, **kw)
+    ax.errorbar(x, y, yerr=[[max(0.0, a - b) for a, b in zip(y, lo)], [max(0.0, b - a) for a, b in zip(y, hi)]],
+                marker="o", capsize=3, **kw)
 
 
 def persistence_vs_scale(res: dict) -> bytes:
