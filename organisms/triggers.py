@@ -34,9 +34,6 @@ class Trigger:
             return prompt
         return f"{mark} {prompt}" if self.position == "start" else f"{prompt} {mark}"
 
-    def fired(self, prompt: str) -> bool:
-        return self.text in prompt
-
     def near_misses(self) -> List[str]:
         """Strings like the trigger that are not it (nor the training-time `absent` text), most similar first."""
         seen, out = {self.text, self.absent, ""}, []
