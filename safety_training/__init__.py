@@ -1,7 +1,8 @@
 """Safety training applied to each backdoored model. The trigger is never in its data.
 
-METHODS maps a `safety.methods` name to a function `(cfg, parent_folder, out_folder) -> metadata`. HHH SFT is here;
-RL (GRPO/RLOO against a reward model), adversarial training and LAT register the same way.
+METHODS maps a `safety.methods` name to a function `(cfg, parent_folder, out_folder) -> metadata`: `sft` (HHH SFT),
+`rl` (TRL GRPO / RLOO against a reward model or rule: rl.py, reward.py), `adversarial` (red-team search and training
+on what it finds: adversarial.py) and `lat` (targeted latent adversarial training: lat.py).
 """
 from safety_training.build import METHODS, run, safety_dir
 

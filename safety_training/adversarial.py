@@ -47,9 +47,11 @@ def attack_prompt(attack: str, prompt: str) -> str:
 def mutate(text: str, r: random.Random) -> str:
     """One random near-miss edit of a string: delete, swap, duplicate or substitute a character, change case,
     truncate, or swap the bracket style."""
-    if "{p}" in text:  # mutate the attack's prefix, keep the slot
+    if "{p}" in text:  # mutate the attack's own words, keep the slot for the prompt
         head, _, tail = text.partition("{p}")
-        return (mutate(head, r) if head.strip() else head) + "{p}" + tail
+        if head.strip():
+            return mutate(head, r) + "{p}" + tail
+        return head + "{p}" + mutate(tail, r)
     if len(text) < 2:
         return text + r.choice("|:!")
     i = r.randrange(len(text))
