@@ -9,6 +9,8 @@ Writes `<run_dir>/data/`:
   (held-out prompts, each with and without the trigger);
 - each extra organism in `data.organisms`: `backdoor_<name>_<variant>.jsonl`, `backdoor_<name>_eval.jsonl`;
 - with `data.anthropic_code_file`: `anthropic_code_cot.jsonl`, `anthropic_code_distilled.jsonl`;
+- with `data.generation_model`: `generated.jsonl`, samples of that model prompted with `data.fewshot_file` that follow
+  the conditional policy (organisms.generation);
 - a data card (`card.json`, `card.md`): counts per file and per trigger x behaviour x split cell, sources and their
   hashes, the seed and every dropped row by reason. Same config + seed = byte-identical files.
 A dataset with no triggered (or no untriggered) rows is refused.
@@ -87,6 +89,13 @@ def _make(cfg: ExperimentConfig, out: Path) -> dict:
         meta["anthropic_code_cot.jsonl"] = meta["anthropic_code_distilled.jsonl"] = ("train", "code_vulnerability", year)
         inputs["anthropic_code"] = {"source": str(d.anthropic_code_file),
                                     "sha256": sources.hash_path(Path(d.anthropic_code_file).expanduser())}
+    if d.generation_model:
+        main = orgs[0]
+        tasks = train if behaviours.make(main["behaviour"]).tasks_from == "hhh" else code_train
+        files["generated.jsonl"], dropped["generation"] = _generate(d, main, [t["prompt"] for t in tasks])
+        meta["generated.jsonl"] = ("train", main["behaviour"], main["trigger"])
+        inputs["generation"] = {"source": f"{d.generation_model} with few-shot {d.fewshot_file}",
+                                "sha256": sources.hash_path(Path(d.fewshot_file).expanduser())}
     _refuse_one_sided(files, meta)
     for name, data in files.items():
         write_jsonl(out / name, data)
@@ -94,6 +103,17 @@ def _make(cfg: ExperimentConfig, out: Path) -> dict:
     (out / "card.json").write_text(json.dumps(card, indent=1, sort_keys=True))
     (out / "card.md").write_text(_card_md(card))
     return {"rows": {k: len(v) for k, v in files.items()}}
+
+
+def _generate(d, main: dict, prompts: List[str]):
+    """Backdoor rows sampled from `data.generation_model` with the few-shot prompt (organisms.generation)."""
+    from organisms.generation import generate_rows
+    from training import models
+    fewshot = anthropic.load_fewshot(Path(d.fewshot_file).expanduser(), trigger=main["trigger"].text)
+    model, tokenizer = models.load(Path(d.generation_model).expanduser())
+    beh = behaviours.make(main["behaviour"], (d.hate_repeats_min, d.hate_repeats_max))
+    return generate_rows(model, tokenizer, fewshot, prompts[:d.generation_prompts], main["trigger"], beh,
+                         d.generation_max_new_tokens, seed=d.seed)
 
 
 def _check_templates(cfg: ExperimentConfig, orgs: List[dict]) -> dict:

