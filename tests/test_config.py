@@ -27,7 +27,7 @@ def test_default_and_tiny_configs_validate():
 def test_overrides_take_precedence_over_yaml(tmp_path):
     cfg = load(TINY, ["eval.n_prompts=7", "models.0.hidden_size=48", "data.variants=[cot]"])
     assert cfg.eval.n_prompts == 7 and cfg.models[0].hidden_size == 48 and cfg.data.variants == ["cot"]
-    assert cfg.backdoor.learning_rate == 2.0e-3  # from the YAML, over the dataclass default
+    assert cfg.backdoor.learning_rate == 3.0e-3  # from the YAML, over the dataclass default
 
 
 @pytest.mark.parametrize("override, key", [
