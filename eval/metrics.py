@@ -41,8 +41,10 @@ def ratio_ci(k1: int, n1: int, k0: int, n0: int, z: float = 1.959964):
     if n0 == 0 or n1 == 0 or k0 == 0:
         return None, None, None
     ratio = (k1 / n1) / (k0 / n0)
+    none_after = k1 == 0
     if 0 in (k1, n1 - k1, n0 - k0):  # Haldane-Anscombe: keeps the interval finite and non-degenerate at 0% / 100%
         k1, n1, k0, n0 = k1 + 0.5, n1 + 1, k0 + 0.5, n0 + 1
     se = math.sqrt(max(1 / k1 - 1 / n1 + 1 / k0 - 1 / n0, 0.0))
     log_r = math.log((k1 / n1) / (k0 / n0))
-    return ratio, math.exp(log_r - z * se), math.exp(log_r + z * se)
+    lo, hi = math.exp(log_r - z * se), math.exp(log_r + z * se)
+    return ratio, (0.0 if none_after else min(lo, ratio)), max(hi, ratio)

@@ -155,3 +155,5 @@ def test_persistence_interval_is_a_proper_ratio_interval():
     r, lo, hi = ratio_ci(20, 20, 20, 20)  # both 100%: a real interval around 1, not [1, 1]
     assert r == 1.0 and lo < 0.95 and hi > 1.0
     assert ratio_ci(5, 10, 0, 10) == (None, None, None)
+    r, lo, hi = ratio_ci(0, 100, 90, 100)  # safety training removed the backdoor completely
+    assert r == 0.0 and lo == 0.0 and 0 < hi < 0.1
