@@ -1,65 +1,128 @@
 """Generation throughput: plain batched `model.generate` vs the evaluator's generator, same process, same model.
 
-    python benchmarks/generate_throughput.py            # Llama-3.2-1B shape, random init (meant for a GPU)
-    python benchmarks/generate_throughput.py --tiny     # a small shape: the same code path on a CPU
+    python benchmarks/generate_throughput.py --out gen.json           # GPU: Llama-3.2-1B shape, random init, bf16
+    python benchmarks/generate_throughput.py --tiny --device cpu      # a tiny shape: the same code path in seconds
 
-Greedy, 128-token prompts, 128 new tokens (the tiny shape: 32 and 32), batches of 64. Prints new tokens/s for both,
-the ratio, and whether the outputs are identical. A random-init model rarely emits EOS, so this measures the decoding
-loop itself; the evaluator also gains from dropping finished rows on trained models (not counted here).
+The model is Llama-3.2-1B-shaped (vocab 128256, hidden 2048, 16 layers, 32 heads / 8 KV heads, MLP 8192, tied
+embeddings; 1.24 B parameters), randomly initialised. Greedy, 128-token prompts, 128 new tokens, batch 64 (--tiny:
+16, 16 and 8). Rows, each after one warm-up call (which pays any compile) and timed over --repeats calls:
+
+- `plain_generate`: `model.generate(do_sample=False)` with its defaults (dynamic cache, eager).
+- `dynamic`, `static`, `vllm`: `eval.generate.generate_ids` with that backend (`static` is compiled with CUDA graphs
+  on a GPU, eager on a CPU; `vllm` only where vLLM is installed, from the model saved to a temporary folder).
+
+The model has no EOS token, so every row of every row-kind generates exactly the requested number of new tokens:
+this measures the decoding loop itself. (On trained models the evaluator also gains from stopping finished rows.)
+Reported per row: new tokens/s, the ratio to `plain_generate`, and the fraction of rows whose tokens equal
+`plain_generate`'s (bf16 on a GPU can flip near-ties, so below 1.0 there is not necessarily a bug). A row that fails
+records its error and the next one runs. Imports only torch, transformers and eval/generate.py (loaded by path: the
+`eval` package imports the whole pipeline), so it runs on a GPU machine without trl/omegaconf/datasets.
 """
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
-import sys
+import tempfile
 import time
+import traceback
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from eval.generate import _decode
+GENERATE_PY = Path(__file__).resolve().parents[1] / "eval" / "generate.py"
+_spec = importlib.util.spec_from_file_location("eval_generate", GENERATE_PY)
+eval_generate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(eval_generate)
+
+LLAMA_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=True)
+TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, tie_word_embeddings=True)
 
 
-def main(tiny: bool) -> dict:
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if tiny:
-        shape = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
-        prompt_len, new, batch, vocab = 32, 32, 64, 2048
-    else:
-        shape = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8)
-        prompt_len, new, batch, vocab = 128, 128, 64, 32000
+def main(tiny: bool, device: str, repeats: int) -> dict:
+    shape, prompt_len, new, batch = (TINY, 16, 16, 8) if tiny else (LLAMA_1B, 128, 128, 64)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, max_position_embeddings=1024, pad_token_id=0, eos_token_id=1,
-                                         **shape)).to(dev, torch.bfloat16 if dev == "cuda" else torch.float32).eval()
-    ids = torch.randint(3, vocab, (batch, prompt_len), device=dev)
-    mask = torch.ones_like(ids)
-    gen = torch.Generator(device=dev).manual_seed(0)
+    with torch.device(device):  # initialise in place: a 1B model initialises in seconds on the GPU
+        model = LlamaForCausalLM(LlamaConfig(**shape, max_position_embeddings=4096, pad_token_id=0, bos_token_id=None,
+                                             eos_token_id=None))
+    model = model.to(dtype).eval()
+    model.generation_config.eos_token_id = None
+    prompts = torch.randint(3, shape["vocab_size"], (batch, prompt_len), generator=torch.Generator().manual_seed(0))
+    ids = prompts.tolist()
 
     def plain():
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
-                                 do_sample=False, pad_token_id=0)
+        x = prompts.to(device)
+        with torch.no_grad():
+            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=new, do_sample=False,
+                                 pad_token_id=0, eos_token_id=None)
         return out[:, prompt_len:].tolist()
 
-    def ours():
-        with torch.inference_mode():
-            return _decode(model, ids, mask, new, eos_id=1, temperature=0.0, gen=gen)
+    def ours(backend, model_path=None):
+        return lambda: eval_generate.generate_ids(model, ids, new, batch, pad_id=0, eos_id=None, backend=backend,
+                                                  model_path=model_path)
 
-    result = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "batch": batch,
-              "prompt_tokens": prompt_len, "new_tokens": new}
-    plain(), ours()  # warm-up
-    for name, fn in (("plain_generate", plain), ("evaluator", ours)):
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        t = time.time()
-        out = fn()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        result[f"{name}_new_tokens_per_s"] = round(batch * new / (time.time() - t), 1)
-        result[f"_{name}_out"] = out
-    result["identical_outputs"] = result.pop("_plain_generate_out") == result.pop("_evaluator_out")
-    result["ratio"] = round(result["evaluator_new_tokens_per_s"] / result["plain_generate_new_tokens_per_s"], 2)
+    rows = {"plain_generate": plain, "dynamic": ours("dynamic"), "static": ours("static")}
+    tmp = None
+    if device == "cuda" and importlib.util.find_spec("vllm") is not None:
+        tmp = tempfile.TemporaryDirectory()
+        model.save_pretrained(tmp.name)
+        rows["vllm"] = ours("vllm", tmp.name)
+
+    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "dtype": str(dtype),
+              "params": sum(p.numel() for p in model.parameters()), "batch": batch, "prompt_tokens": prompt_len,
+              "new_tokens": new, "repeats": repeats, "torch": torch.__version__,
+              "transformers": __import__("transformers").__version__,
+              "eos": "none: the model has no EOS token, so every row generates exactly new_tokens tokens", "rows": {}}
+    reference = None
+    for name, fn in rows.items():
+        try:
+            t = time.time()
+            fn()  # warm-up (and compile)
+            warm = time.time() - t
+            _sync(device)
+            t = time.time()
+            for _ in range(repeats):
+                out = fn()
+            _sync(device)
+            seconds = (time.time() - t) / repeats
+            assert all(len(r) == new for r in out), f"a row stopped before {new} new tokens"
+        except Exception as e:  # one failing row must not hide the others
+            traceback.print_exc()
+            result["rows"][name] = {"error": f"{type(e).__name__}: {e}"}
+            continue
+        reference = reference if reference is not None else out
+        row = {"new_tokens_per_s": round(batch * new / seconds, 1), "seconds": round(seconds, 3),
+               "warmup_seconds": round(warm, 1),
+               "rows_equal_to_plain": sum(a == b for a, b in zip(out, reference)) / batch}
+        result["rows"][name] = row
+    base = result["rows"].get("plain_generate", {}).get("new_tokens_per_s")
+    for row in result["rows"].values():
+        if base and "new_tokens_per_s" in row:
+            row["ratio_to_plain"] = round(row["new_tokens_per_s"] / base, 2)
+    if tmp is not None:
+        tmp.cleanup()
     return result
 
 
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 if __name__ == "__main__":
-    print(json.dumps(main("--tiny" in sys.argv), indent=1))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="a tiny model, batch 8: a CPU smoke run")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=2, help="timed calls per row, after one warm-up call")
+    ap.add_argument("--out", help="write the result JSON here")
+    args = ap.parse_args()
+    res = main(args.tiny, args.device, args.repeats)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
