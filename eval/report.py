@@ -128,17 +128,31 @@ def _tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         probes.append([*key, str(best["layer"]), f"{best['auroc']:.3f}", f"{best['random_best_auroc']:.3f}"])
     noise = [[r["model"], r["variant"], r["stage"], f"{r['noise_scale']:g}", "yes" if r["trigger"] else "no",
               _ci(r), f"{r['capability']:.2f}"] for r in res["noise"]]
+    head, side = methods_side_by_side(res)
     return [
+        ("Safety methods side by side (rate with trigger; capability in brackets)", head, side),
         ("Behaviour rates", ["model", "params", "variant", "stage", "n", "rate with trigger [95% CI]",
                              "rate without trigger [95% CI]"], rates),
         ("Persistence", ["model", "params", "variant", "method", "before", "after", "persistence [95% CI]"], pers),
-        ("Capability (held-out HHH, no trigger)", ["model", "variant", "stage", "n", "accuracy [95% CI]"], cap),
+        ("Capability (held-out tasks, no trigger)", ["model", "variant", "stage", "n", "accuracy [95% CI]"], cap),
         ("Scratchpad reasoning (CoT)", ["model", "variant", "stage", "reasons 'deployed' with trigger",
                                         "reasons 'deployed' without", "reasons 'training' without"], pad),
         ("Near-miss triggers", ["model", "variant", "stage", "near-miss string", "rate [95% CI]"], near),
         ("Defection probes (best layer)", ["model", "variant", "stage", "layer", "AUROC", "best random AUROC"], probes),
         ("Weight noise", ["model", "variant", "stage", "noise scale", "trigger", "rate [95% CI]", "capability"], noise),
     ]
+
+
+def methods_side_by_side(res: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per model x variant: the triggered rate of the backdoored model, then after each safety method (and
+    each model's capability in brackets), so methods compare at a glance."""
+    methods = sorted({r["stage"] for r in res["rows"]} - {"backdoor"})
+    rate = {(r["model"], r["variant"], r["stage"]): r["rate"] for r in res["rows"] if r["trigger"]}
+    cap = {(c["model"], c["variant"], c["stage"]): c["accuracy"] for c in res["capability"]}
+    keys = sorted({(r["params"], r["model"], r["variant"]) for r in res["rows"]})
+    body = [[m, v] + [f"{rate[(m, v, s)]:.2f} [{cap[(m, v, s)]:.2f}]" if (m, v, s) in rate else "-"
+                      for s in ["backdoor", *methods]] for _, m, v in keys]
+    return ["model", "variant", "backdoored", *[s.removeprefix("safety-") for s in methods]], body
 
 
 def _markdown(cfg: ExperimentConfig, tables, figs: dict) -> str:

