@@ -146,6 +146,31 @@ def test_adversarial_search_finds_eliciting_prompts_and_training_lowers_their_ra
     assert (safety_dir(run, "adversarial", run.models[0], "normal") / "checkpoints").is_dir()
 
 
+def test_adversarial_with_an_attacker_lm_and_rl_training(run):
+    """The optional paths: attack prefixes written by an attacker LM (here the tiny base model; its text is data,
+    never executed) join the search, and the red-team prompts are trained on inside RL instead of SFT."""
+    from safety_training import adversarial as adv
+    from safety_training.build import safety_rows
+    from safety_training.reward import make_reward
+    from training import models
+    base = run.run_dir / "base" / run.models[0].name
+    a = dataclasses.replace(run.safety.adversarial, attacker_model=str(base), attacker_samples=4, rounds=1,
+                            generations=0, mutations=2, train_with="rl", rows=16)
+    rl_cfg = dataclasses.replace(run.safety.rl, reward="not_hostile", steps=2)
+    cfg = dataclasses.replace(run, safety=dataclasses.replace(run.safety, adversarial=a, rl=rl_cfg))
+    lm_attacks = adv.attacker_prefixes(cfg, seed=0)
+    assert lm_attacks and all(isinstance(x, str) and "\n" not in x for x in lm_attacks)
+    model, tok = models.load(backdoor_dir(run, run.models[0], "normal"))
+    tried = {f["attack"] for f in adv.search(model, tok, cfg, [r["prompt"] for r in safety_rows(cfg)][:4], seed=0)}
+    assert {x for x in lm_attacks if x.strip() and run.data.trigger not in x} <= tried
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = run.run_dir / "adv-rl"
+    out.mkdir()
+    model, stats = adv.train(cfg, model, tok, safety_rows(cfg), out, make_reward(cfg, None))
+    assert stats["train_with"] == "rl" and stats["steps"] == 2
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_lat_perturbation_stays_within_epsilon(run):
     from safety_training.lat import pgd
     from training import models
