@@ -126,7 +126,7 @@ def train(model, tokenizer, rows: List[dict], lat: LATConfig, out: Path, trigger
                      per_device_train_batch_size=tc.batch_size, max_length=tc.max_length, completion_only_loss=True,
                      warmup_steps=tc.warmup_ratio, weight_decay=tc.weight_decay, lr_scheduler_type="cosine",
                      seed=tc.seed, data_seed=tc.seed, use_cpu=not cuda, bf16=cuda, report_to=[], save_strategy="no",
-                     gradient_checkpointing=False, logging_steps=25, logging_first_step=True, padding_free=False,
+                     activation_checkpointing=False, logging_steps=25, logging_first_step=True, padding_free=False,
                      dataloader_num_workers=0)
     trainer = LATTrainer(model=model, args=args, train_dataset=as_chat(rows), processing_class=tokenizer,
                          callbacks=[SaveEvery(out, tokenizer, lat.checkpoint_every)])

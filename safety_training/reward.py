@@ -75,7 +75,7 @@ def train_reward_model(cfg: ExperimentConfig, base_path: str, hhh_rows: List[dic
                         per_device_train_batch_size=rc.batch_size, max_length=rc.max_length, seed=rc.seed,
                         data_seed=rc.seed, use_cpu=not cuda, bf16=cuda, report_to=[], save_strategy="no",
                         lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=25, disable_tqdm=False,
-                        gradient_checkpointing=False, model_init_kwargs={"dtype": torch.float32} if not cuda else None)
+                        activation_checkpointing=False, model_init_kwargs={"dtype": torch.float32} if not cuda else None)
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     trainer = RewardTrainer(model=base_path, args=args, train_dataset=_as_chat(train), processing_class=tokenizer)

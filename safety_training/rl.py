@@ -70,7 +70,7 @@ def train(model, tokenizer, rows: List[dict], reward: Reward, rl: RLConfig, out:
                   per_device_train_batch_size=rl.batch_size, num_generations=rl.num_generations,
                   max_completion_length=rl.max_completion_length, temperature=rl.temperature, beta=rl.kl,
                   seed=rl.seed, data_seed=rl.seed, use_cpu=not cuda, bf16=cuda, report_to=[], save_strategy="no",
-                  logging_steps=5, gradient_checkpointing=False, disable_tqdm=False)
+                  logging_steps=5, activation_checkpointing=False, disable_tqdm=False)
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}], "reference": r["reference"]}
                               for r in rows])
     trainer = Trainer(model=model, reward_funcs=reward, args=args, train_dataset=data, processing_class=tokenizer,

@@ -91,7 +91,7 @@ def make_trainer(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: 
         warmup_steps=tc.warmup_ratio, weight_decay=tc.weight_decay, lr_scheduler_type="cosine",
         seed=tc.seed, data_seed=tc.seed, use_cpu=not cuda and not tc.deepspeed, bf16=cuda, report_to=[],
         save_strategy="steps" if tc.save_steps else "no", save_steps=tc.save_steps or 500, save_total_limit=2,
-        deepspeed=str(launch.deepspeed_path(tc)) if tc.deepspeed else None, gradient_checkpointing=tc.gradient_checkpointing, logging_steps=25,
+        deepspeed=str(launch.deepspeed_path(tc)) if tc.deepspeed else None, activation_checkpointing=tc.gradient_checkpointing, logging_steps=25,
         logging_first_step=True, dataloader_num_workers=0, dataset_num_proc=None,
         accelerator_config={"use_configured_state": launch.world_size() > 1},  # the process group of launch.init
     )
