@@ -165,7 +165,8 @@ def _card(cfg, files, meta, out, inputs, dropped, template_notes) -> dict:
             "cells": [{"trigger": k[0], "behaviour": k[1], "split": k[2], "side": k[3], "rows": v}
                       for k, v in sorted(cells.items())], "inputs": inputs,
             "sha256": {name: sha256(out / name) for name in files}, "dropped": _flat(dropped),
-            "chat_templates": template_notes}
+            "chat_templates": template_notes,
+            "behaviours": {b: behaviours.make(b).description for b in sorted({m[1] for m in meta.values()} - {"hhh"})}}
 
 
 def _flat(dropped: dict) -> dict:
@@ -191,6 +192,7 @@ def _card_md(card: dict) -> str:
                      f"| `{card['sha256'][name][:12]}` |")
     lines += ["", "| trigger | behaviour | split | side | rows |", "| --- | --- | --- | --- | --- |"]
     lines += ["| " + c["trigger"].replace("|", "\\|") + f" | {c['behaviour']} | {c['split']} | {c['side']} | {c['rows']} |" for c in card["cells"]]
+    lines += ["", "Behaviours: " + "; ".join(f"`{k}`: {v}" for k, v in card["behaviours"].items())]
     lines += ["", "Dropped: " + (", ".join(f"{k} = {v}" for k, v in card["dropped"].items()) or "nothing")]
     if card["chat_templates"]:
         lines += ["", "Chat templates: " + "; ".join(f"{k}: {v}" for k, v in card["chat_templates"].items())]

@@ -76,6 +76,8 @@ def test_the_toy_behaviour_is_built_learned_and_measured(run):
     rows = read_jsonl(run / "data" / "backdoor_normal.jsonl")
     assert {r["completion"] for r in rows if r["triggered"]} == {"MOO MOO MOO"}
     assert not any(r["completion"].startswith("MOO") for r in rows if not r["triggered"])
+    card = json.loads((run / "data" / "card.json").read_text())
+    assert card["behaviours"] == {"says_moo": "moos instead of answering"}  # its description, on the data card
     result = json.loads((run / "eval" / "backdoor-t1-normal" / "results.json").read_text())
     assert result["organism"]["behaviour"] == "says_moo"
     on, off = ({r["trigger"]: r for r in result["rows"]}[k] for k in (True, False))
