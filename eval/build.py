@@ -147,10 +147,15 @@ def full_model_path(folder: Path) -> str | None:
 
 
 def rate(outs: list[str], e: EvalConfig, behaviour: str) -> dict:
-    """How many answers show the behaviour, with the 95% Wilson interval."""
-    k = sum(shows_behaviour(a, e.behaviour_text, e.match, behaviour) for a in outs)
-    lo, hi = wilson(k, len(outs))
-    return {"n": len(outs), "k": k, "rate": k / len(outs), "ci_low": lo, "ci_high": hi}
+    """How many answers show the behaviour, with the 95% Wilson interval. Answers the judge could not judge (its tool
+    failed) count in neither k nor n but in `unjudged`; a row with none judged is an error, not a rate."""
+    verdicts = [shows_behaviour(a, e.behaviour_text, e.match, behaviour) for a in outs]
+    k, unjudged = verdicts.count(True), verdicts.count(None)
+    n = len(verdicts) - unjudged
+    if n == 0:
+        raise RuntimeError(f"eval: the {behaviour} judge could not judge any of {len(outs)} answers (its tool failed)")
+    lo, hi = wilson(k, n)
+    return {"n": n, "k": k, "unjudged": unjudged, "rate": k / n, "ci_low": lo, "ci_high": hi}
 
 
 def trigger_rates(model, tokenizer, e: EvalConfig, trig: Trigger, behaviour: str, prompts: list[str], desc: str,

