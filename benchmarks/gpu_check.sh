@@ -5,7 +5,8 @@
 #                                                              # then the Llama-3.2-1B-shape benchmark (~3-5 min)
 #     OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh --tiny   # CPU smoke run of the same script (tiny benchmark)
 # Writes under $OUT: versions.txt, nvidia-smi.txt, test_generate.log, generate_throughput.log and
-# generate_throughput.json (new tokens/s per backend and the ratio to plain model.generate).
+# generate_throughput.json (new tokens/s per backend and the ratio to the faster Hugging Face generate: plain or
+# static cache, compiled by transformers on CUDA).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}

