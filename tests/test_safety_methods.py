@@ -140,7 +140,9 @@ def test_adversarial_search_finds_eliciting_prompts_and_training_lowers_their_ra
     assert meta["redteam_attacks"] >= 1
     assert meta["redteam_rate_before"] > meta["clean_rate_before"]  # the attacks elicit more than plain prompts
     assert meta["redteam_rate_after"] < meta["redteam_rate_before"]
-    assert 0 <= meta["trigger_rate_after"] <= 1
+    # the true trigger, placed by its Trigger, fires before training and plain prompts do not: a trigger rate measured
+    # on untriggered prompts (or a plain rate on triggered ones) fails here
+    assert meta["trigger_rate_before"] >= 0.5 > meta["clean_rate_before"]
     report = json.loads((safety_dir(run, "adversarial", run.models[0], "normal") / "redteam.json").read_text())
     attacks = [b["attack"] for r in report["rounds"] for b in r["best"]]
     assert attacks and not any(run.data.trigger in a for a in attacks)

@@ -106,7 +106,7 @@ def make_trainer(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: 
                                  task_type="CAUSAL_LM")
     set_seed(tc.seed)  # LoRA initialisation draws from the global generator
     trainer = _SFTTrainer(model=model, args=args, train_dataset=as_chat(rows), processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=[_MarkComplete(), *callbacks, *preempt.callbacks()])
+                          peft_config=peft_config, callbacks=resumable_callbacks(callbacks))
     trainer.fused = tc.fused_lm_head if tc.fused_lm_head is not None else model.config.vocab_size >= 32000
     return trainer
 
@@ -115,6 +115,22 @@ def newest_checkpoint(work_dir: Path) -> Optional[Path]:
     """The highest-step checkpoint that carries the COMPLETE marker (None if there is none)."""
     done = [d for d in Path(work_dir).glob("checkpoint-*") if (d / COMPLETE).is_file()]
     return max(done, key=lambda d: int(d.name.split("-")[-1])) if done else None
+
+
+def resumable_callbacks(callbacks: Sequence[TrainerCallback] = ()) -> List[TrainerCallback]:
+    """What every trainer of this project runs with: `callbacks` (they may add files to a checkpoint before it is
+    marked), the COMPLETE marker, then preemption (USR1 / TERM -> checkpoint -> exit resumable)."""
+    return [*callbacks, _MarkComplete(), *preempt.callbacks()]
+
+
+def train_resumably(trainer: Trainer, work_dir: Path):
+    """`trainer.train()` from the newest COMPLETE checkpoint in `work_dir`, if any (a killed or preempted run's);
+    returns (the TrainOutput, the step resumed from or None)."""
+    resume = _resume_point(work_dir)
+    if resume and ranks.is_main():
+        print(f"[resume] {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return result, int(resume.name.split("-")[-1]) if resume else None
 
 
 def _resume_point(work_dir: Path) -> Optional[Path]:
@@ -139,16 +155,13 @@ def sft(model, tokenizer, rows: List[dict], tc: TrainConfig, work_dir: Path, com
     if base and Path(base).exists():
         base = str(Path(base).resolve())
     trainer = make_trainer(model, tokenizer, rows, tc, work_dir, completion_only, callbacks)
-    resume = _resume_point(work_dir)
-    if resume and ranks.is_main():
-        print(f"[resume] {resume}", flush=True)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    result, resumed = train_resumably(trainer, work_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     stats = {"train_loss": round(result.training_loss, 4), "first_loss": losses[0] if losses else None,
              "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step, "rows": len(rows),
              "method": tc.method, "world_size": ranks.world_size()}
-    if resume:
-        stats["resumed_from_step"] = int(resume.name.split("-")[-1])
+    if resumed is not None:
+        stats["resumed_from_step"] = resumed
     if save_to is not None:
         trained = _save(trainer, tokenizer, tc, Path(save_to), base)
     else:

