@@ -21,6 +21,7 @@ from tests.conftest import TINY
 from tests.test_config import schema_fields
 
 FIX = Path(__file__).parent / "fixtures"
+SCRATCH = tempfile.TemporaryDirectory()  # every example's files, rewritten in place; removed when the session ends
 FUZZ = settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 KEYS = sorted({f"{sec}.{name}".lstrip(".").replace("*", i) for sec, name in schema_fields(
     config.schema({n: METHODS.get(n).config for n in METHODS.names()})) for i in "01"})
@@ -58,7 +59,8 @@ def test_overrides_load_or_give_one_config_error_line(items):
         assert one_line(e), repr(str(e))
 
 
-MODEL = Path(tempfile.mkdtemp())  # a Hugging Face model folder to the loader
+MODEL = Path(SCRATCH.name) / "model"  # a Hugging Face model folder to the loader
+MODEL.mkdir()
 (MODEL / "config.json").write_text("{}")
 # Each setting that names a file or folder, with what it needs to be read at all.
 PATH_SETTINGS = {"models.0.path": {}, "data.hhh_path": {"data.hhh_source": "jsonl", "data.n_prompts": 2400},
@@ -108,7 +110,7 @@ lines = st.one_of(st.lists(records.map(json.dumps), max_size=6),  # files of JSO
 
 
 def written(rows, raw: bytes = b"") -> Path:
-    f = Path(tempfile.mkdtemp()) / "fuzz.jsonl"
+    f = Path(SCRATCH.name) / "fuzz.jsonl"
     f.write_bytes("\n".join(rows).encode("utf-8", "surrogatepass") + b"\n" + raw)
     return f
 
