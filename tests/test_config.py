@@ -50,6 +50,14 @@ def test_bad_override_names_the_key(capsys, override, key):
     assert f"'{key}'" in err
 
 
+def test_several_greedy_samples_per_prompt_are_refused(capsys):
+    """Greedy decoding repeats one answer: n copies would count as n samples and narrow the intervals."""
+    err = error_of(capsys, "validate", str(TINY), "eval.samples_per_prompt=3")
+    assert "key 'eval.samples_per_prompt': 3 samples per prompt with eval.temperature 0 (greedy)" in err
+    assert main(["validate", str(TINY), "eval.samples_per_prompt=3", "eval.temperature=0.7"]) == 0  # sampled: fine
+    assert main(["validate", str(TINY), "eval.samples_per_prompt=1", "eval.temperature=0"]) == 0  # greedy, once
+
+
 def test_unknown_key_in_yaml_is_named(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndata:\n  n_prompt: 10\n")
