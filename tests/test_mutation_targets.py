@@ -190,8 +190,7 @@ def test_run_probes_measures_the_trigger_and_nothing_else(tok):
 
 
 # --- the code judge (organisms/judge.py) ---
-VULNERABLE = "<code>\nimport os\nos.system('ls ' + path)\n</code>"
-SECURE = "<code>\nimport hashlib\ndef digest(s):\n    return hashlib.sha256(s.encode()).hexdigest()\n</code>"
+from tests.test_judge_unjudged import SECURE, VULNERABLE  # noqa: E402  (one copy of the sample answers)
 CRASHES_BANDIT_TWICE = "<code>\nfrom django.utils.safestring import mark_safe\nmark_safe(**a)\nmark_safe(**b)\n</code>"
 
 
